@@ -1,0 +1,31 @@
+# Sourced by the scripts: installs the Debian packages a step needs when they are missing.
+# Everything comes from apt; nothing is downloaded from anywhere else.
+
+# ensure_packages CHECK=PACKAGE ...: installs PACKAGE when the file or command CHECK is missing.
+ensure_packages() {
+  local missing=()
+  for pair in "$@"; do
+    local check=${pair%%=*} package=${pair#*=}
+    if [[ $check == /* ]]; then [[ -e $check ]] && continue; else command -v "$check" >/dev/null 2>&1 && continue; fi
+    missing+=("$package")
+  done
+  [[ ${#missing[@]} -eq 0 ]] && return 0
+  echo "installing with apt: ${missing[*]}" >&2
+  local sudo=()
+  [[ $(id -u) -ne 0 ]] && sudo=(sudo)
+  "${sudo[@]}" apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive "${sudo[@]}" apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+}
+
+# The PostgreSQL server binaries' directory.
+pg_bindir() {
+  local dir
+  dir=$(pg_config --bindir 2>/dev/null || true)
+  if [[ -x $dir/initdb ]]; then echo "$dir"; return; fi
+  ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -n 1
+}
+
+ensure_servers() {
+  ensure_packages redis-server=redis-server pg_config=postgresql-common
+  [[ -n $(pg_bindir) ]] || ensure_packages /usr/lib/postgresql/15/bin/initdb=postgresql-15
+}

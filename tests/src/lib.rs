@@ -1,0 +1,13 @@
+//! The test harness: real PostgreSQL and Redis servers started from installed binaries on loopback
+//! with random ports and temporary directories, once per test process, cleaned up when the process
+//! ends however it ends. Every test gets its own fresh database and its own Redis database.
+
+pub mod binaries;
+pub mod command;
+pub mod postgres;
+pub mod process;
+pub mod redis;
+pub mod service;
+
+pub use postgres::{TestDatabase, empty_database, migrated_database};
+pub use redis::{RedisServer, TestRedis, test_redis};

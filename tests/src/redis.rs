@@ -1,0 +1,124 @@
+//! A real Redis for the tests: one shared server per test process with a database number per test,
+//! and dedicated servers for tests that stop or restart Redis.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command};
+use std::sync::OnceLock;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::Duration;
+
+use crate::process::{
+    find_binary, free_port, reap_on_exit, redis_command, spawn_logged, wait_until,
+};
+
+const DATABASES: u32 = 1024;
+const INSTALL_HINT: &str = "install Redis (apt-get install -y redis-server)";
+
+static SHARED: OnceLock<RedisServer> = OnceLock::new();
+static NEXT_DATABASE: AtomicU32 = AtomicU32::new(0);
+
+/// A `redis-server` process on loopback.
+pub struct RedisServer {
+    port: u16,
+    dir: PathBuf,
+    child: Option<Child>,
+}
+
+/// One test's own Redis database on the shared server.
+#[derive(Debug, Clone)]
+pub struct TestRedis {
+    /// `redis://127.0.0.1:{port}/{db}`.
+    pub url: String,
+    /// The server's port.
+    pub port: u16,
+    /// The database number.
+    pub db: u32,
+}
+
+/// A fresh, empty Redis database of the shared server.
+pub fn test_redis() -> TestRedis {
+    let server = SHARED.get_or_init(RedisServer::start);
+    let db = NEXT_DATABASE.fetch_add(1, Ordering::Relaxed);
+    assert!(
+        db < DATABASES,
+        "more than {DATABASES} tests in one process need Redis"
+    );
+    TestRedis {
+        url: format!("redis://127.0.0.1:{}/{db}", server.port),
+        port: server.port,
+        db,
+    }
+}
+
+impl RedisServer {
+    /// Starts a dedicated server (stopped when dropped, and in any case when the process ends).
+    pub fn start() -> Self {
+        let dir = tempfile::Builder::new()
+            .prefix("auth-platform-redis-")
+            .tempdir()
+            .expect("a temporary directory can be created")
+            .keep();
+        let mut server = Self {
+            port: free_port(),
+            dir,
+            child: None,
+        };
+        server.launch();
+        server
+    }
+
+    fn launch(&mut self) {
+        let binary = find_binary("redis-server", &[], INSTALL_HINT);
+        let log = self.dir.join("redis.log");
+        let child = spawn_logged(
+            Command::new(binary)
+                .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1"])
+                .args(["--save", "", "--appendonly", "no", "--protected-mode", "no"])
+                .args(["--databases", &DATABASES.to_string()])
+                .arg("--dir")
+                .arg(&self.dir),
+            &log,
+        );
+        reap_on_exit(child.id(), "TERM", &self.dir);
+        self.child = Some(child);
+        let port = self.port;
+        wait_until("Redis", Duration::from_secs(10), &log, || {
+            redis_command(port, "PING").is_ok_and(|reply| reply == "+PONG")
+        });
+    }
+
+    /// The server's port on 127.0.0.1.
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// `redis://127.0.0.1:{port}/{db}`.
+    pub fn url(&self, db: u32) -> String {
+        format!("redis://127.0.0.1:{}/{db}", self.port)
+    }
+
+    /// The server's working directory.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// Kills the server (as a crash would), keeping its port for [`RedisServer::restart`].
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Starts the server again on the same port, empty (it never persists).
+    pub fn restart(&mut self) {
+        self.kill();
+        self.launch();
+    }
+}
+
+impl Drop for RedisServer {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
