@@ -29,3 +29,13 @@ ensure_servers() {
   ensure_packages redis-server=redis-server pg_config=postgresql-common
   [[ -n $(pg_bindir) ]] || ensure_packages /usr/lib/postgresql/15/bin/initdb=postgresql-15
 }
+
+# What the end-to-end tests drive besides the servers: a real browser for the Swagger UI page and
+# an independent OpenAPI validator.
+ensure_test_tools() {
+  ensure_packages chromium=chromium python3=python3 pip3=python3-pip
+  if ! python3 -c "import openapi_spec_validator" >/dev/null 2>&1; then
+    echo "installing with pip: openapi-spec-validator" >&2
+    python3 -m pip install --quiet --disable-pip-version-check openapi-spec-validator
+  fi
+}

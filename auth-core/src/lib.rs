@@ -5,10 +5,13 @@
 
 pub mod admin;
 pub mod cli;
+pub mod http;
 pub mod listener;
 pub mod metrics;
 pub mod readiness;
 pub mod redis;
+pub mod revocation;
 pub mod settings;
 pub mod shutdown;
 pub mod telemetry;
+pub mod token;

@@ -1,5 +1,6 @@
 //! The server's settings (`AUTH_*`, plus `DATABASE_URL` and `REDIS_URL`).
 
+use std::path::PathBuf;
 use std::str::FromStr;
 use std::time::Duration;
 
@@ -8,6 +9,8 @@ use auth_core::telemetry::LogFormat;
 use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
 use sqlx::postgres::PgConnectOptions;
+
+use crate::rate_limit::RateLimit;
 
 /// The environment prefix of the server's settings.
 pub const ENV_PREFIX: &str = "AUTH_";
@@ -23,6 +26,53 @@ pub struct Settings {
     pub listen: String,
     /// Where `/metrics` and the health probes listen.
     pub admin_listen: String,
+    /// The `iss` of every token, and the base of the discovery URLs.
+    pub issuer: String,
+    /// The `aud` of every token.
+    pub audience: String,
+    /// A directory of PEM private keys; without it (outside production) an ephemeral key is used.
+    pub keys_dir: Option<PathBuf>,
+    /// The key that signs (file stem or `kid`); by default the file whose name sorts last.
+    pub active_key: Option<String>,
+    /// The algorithm of the ephemeral key: `RS256`, `ES256` or `EdDSA`.
+    pub ephemeral_key_algorithm: String,
+    /// Lifetime of an access token.
+    #[serde(with = "humantime_serde")]
+    pub access_token_ttl: Duration,
+    /// Sliding lifetime of a session's refresh token (extended on every refresh).
+    #[serde(with = "humantime_serde")]
+    pub refresh_token_ttl: Duration,
+    /// Absolute lifetime of a session, however often it is refreshed.
+    #[serde(with = "humantime_serde")]
+    pub session_max_lifetime: Duration,
+    /// Lifetime of the Redis session mirror (refreshed on every use).
+    #[serde(with = "humantime_serde")]
+    pub session_cache_ttl: Duration,
+    /// How long a just-rotated refresh token may be presented again for the same result.
+    #[serde(with = "humantime_serde")]
+    pub refresh_reuse_grace: Duration,
+    /// Clock skew tolerated on `exp` and `nbf`.
+    #[serde(with = "humantime_serde")]
+    pub token_leeway: Duration,
+    /// How the refresh token is handed out: `body`, `cookie` or `both`.
+    pub refresh_token_delivery: RefreshDelivery,
+    /// bcrypt cost factor.
+    pub bcrypt_cost: u32,
+    /// Hashes computed at once (0: one per CPU).
+    pub hash_concurrency: usize,
+    /// Hash requests allowed to wait; beyond it the server answers 503 with `Retry-After`.
+    pub hash_queue_limit: usize,
+    /// Largest request body, in bytes.
+    pub max_body_bytes: usize,
+    /// Proxies in front of the server whose `X-Forwarded-For` entries are trusted (0: none).
+    pub trusted_proxy_hops: usize,
+    /// The Redis key namespace.
+    pub redis_namespace: String,
+    /// How often unexpired revocations are re-synchronised from PostgreSQL into Redis.
+    #[serde(with = "humantime_serde")]
+    pub revocation_resync_interval: Duration,
+    /// Rate limits (`attempts/window`, or `off`).
+    pub rate_limits: RateLimits,
     /// The PostgreSQL URL.
     pub database_url: SecretString,
     /// Most connections the database pool opens.
@@ -45,11 +95,68 @@ pub struct Settings {
     pub log_level: String,
 }
 
+/// Where refresh tokens go.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RefreshDelivery {
+    /// In the JSON body only.
+    Body,
+    /// In an httpOnly cookie only (browsers; JavaScript never sees it).
+    Cookie,
+    /// Both.
+    Both,
+}
+
+/// The rate limits, per scope.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default)]
+pub struct RateLimits {
+    /// Login attempts per client address.
+    pub login_per_ip: RateLimit,
+    /// Login attempts per account identifier (email or username).
+    pub login_per_account: RateLimit,
+    /// Registrations per client address.
+    pub register_per_ip: RateLimit,
+    /// Refreshes per client address.
+    pub refresh_per_ip: RateLimit,
+}
+
+impl Default for RateLimits {
+    fn default() -> Self {
+        Self {
+            login_per_ip: RateLimit::per(30, Duration::from_secs(60)),
+            login_per_account: RateLimit::per(10, Duration::from_secs(60)),
+            register_per_ip: RateLimit::per(10, Duration::from_secs(3600)),
+            refresh_per_ip: RateLimit::per(120, Duration::from_secs(60)),
+        }
+    }
+}
+
 impl Default for Settings {
     fn default() -> Self {
         Self {
             listen: "0.0.0.0:8080".to_owned(),
             admin_listen: "0.0.0.0:9090".to_owned(),
+            issuer: "http://localhost:8080".to_owned(),
+            audience: "auth-platform".to_owned(),
+            keys_dir: None,
+            active_key: None,
+            ephemeral_key_algorithm: "RS256".to_owned(),
+            access_token_ttl: Duration::from_secs(15 * 60),
+            refresh_token_ttl: Duration::from_secs(30 * 24 * 3600),
+            session_max_lifetime: Duration::from_secs(90 * 24 * 3600),
+            session_cache_ttl: Duration::from_secs(24 * 3600),
+            refresh_reuse_grace: Duration::from_secs(10),
+            token_leeway: Duration::from_secs(30),
+            refresh_token_delivery: RefreshDelivery::Body,
+            bcrypt_cost: 12,
+            hash_concurrency: 0,
+            hash_queue_limit: 256,
+            max_body_bytes: 64 * 1024,
+            trusted_proxy_hops: 0,
+            redis_namespace: "auth".to_owned(),
+            revocation_resync_interval: Duration::from_secs(60),
+            rate_limits: RateLimits::default(),
             database_url: SecretString::from("postgres://localhost:5432/auth"),
             database_max_connections: 20,
             redis_url: SecretString::from("redis://127.0.0.1:6379"),
@@ -73,6 +180,26 @@ impl Settings {
             )
         })
     }
+
+    /// Hashes computed at once: the setting, or one per CPU.
+    pub fn effective_hash_concurrency(&self) -> usize {
+        match self.hash_concurrency {
+            0 => std::thread::available_parallelism().map_or(1, usize::from),
+            n => n,
+        }
+    }
+
+    /// The longest a revocation can matter: an access token's lifetime plus the leeway.
+    pub fn revocation_retention(&self) -> Duration {
+        self.access_token_ttl + self.token_leeway
+    }
+}
+
+fn positive(name: &str, duration: Duration) -> Result<(), SettingsError> {
+    if duration.is_zero() {
+        return Err(SettingsError::new(name, "must be more than zero"));
+    }
+    Ok(())
 }
 
 impl Validate for Settings {
@@ -91,6 +218,45 @@ impl Validate for Settings {
                 ));
             }
         }
+        if !(self.issuer.starts_with("https://") || self.issuer.starts_with("http://")) {
+            return Err(SettingsError::new("AUTH_ISSUER", "must be an http(s) URL"));
+        }
+        if self.audience.is_empty() {
+            return Err(SettingsError::new("AUTH_AUDIENCE", "must not be empty"));
+        }
+        if self.environment == Environment::Production && self.keys_dir.is_none() {
+            return Err(SettingsError::new(
+                "AUTH_KEYS_DIR",
+                "is required in production (ephemeral keys would change on every restart)",
+            ));
+        }
+        crate::keys::parse_algorithm(&self.ephemeral_key_algorithm)
+            .map_err(|problem| SettingsError::new("AUTH_EPHEMERAL_KEY_ALGORITHM", problem))?;
+        if !(4..=31).contains(&self.bcrypt_cost) {
+            return Err(SettingsError::new(
+                "AUTH_BCRYPT_COST",
+                "must be between 4 and 31",
+            ));
+        }
+        positive("AUTH_ACCESS_TOKEN_TTL", self.access_token_ttl)?;
+        positive("AUTH_REFRESH_TOKEN_TTL", self.refresh_token_ttl)?;
+        positive("AUTH_SESSION_CACHE_TTL", self.session_cache_ttl)?;
+        positive(
+            "AUTH_REVOCATION_RESYNC_INTERVAL",
+            self.revocation_resync_interval,
+        )?;
+        if self.session_max_lifetime < self.refresh_token_ttl {
+            return Err(SettingsError::new(
+                "AUTH_SESSION_MAX_LIFETIME",
+                "must be at least AUTH_REFRESH_TOKEN_TTL",
+            ));
+        }
+        if self.max_body_bytes < 1024 {
+            return Err(SettingsError::new(
+                "AUTH_MAX_BODY_BYTES",
+                "must be at least 1024",
+            ));
+        }
         if self.database_max_connections == 0 {
             return Err(SettingsError::new(
                 "AUTH_DATABASE_MAX_CONNECTIONS",
@@ -101,6 +267,12 @@ impl Validate for Settings {
             return Err(SettingsError::new(
                 "AUTH_REDIS_MAX_CONNECTIONS",
                 "must be at least 1",
+            ));
+        }
+        if self.redis_namespace.is_empty() || self.redis_namespace.contains(':') {
+            return Err(SettingsError::new(
+                "AUTH_REDIS_NAMESPACE",
+                "must be non-empty without ':'",
             ));
         }
         if !auth_core::telemetry::is_valid_filter(&self.log_level) {

@@ -1,28 +1,63 @@
 //! Building the server from its settings and running it until shutdown.
 
 use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::Context;
+use auth_core::http::{HttpMetrics, RequestId};
 use auth_core::listener::{self, BoundListener};
-use auth_core::readiness::Readiness;
+use auth_core::readiness::{Latch, Readiness};
 use auth_core::redis::RedisCheck;
+use auth_core::revocation::RedisKeys;
+use auth_core::settings::Environment;
 use auth_core::shutdown::{self, Shutdown};
+use auth_core::token::{TokenValidator, ValidatorSettings};
+use poem::{EndpointExt, Server};
 use secrecy::ExposeSecret;
 
+use crate::access_tokens::TokenIssuer;
 use crate::database::{self, DatabaseCheck, SchemaCheck};
+use crate::keys::{KeyRing, parse_algorithm};
+use crate::metrics::{PoolCollector, ServerMetrics};
+use crate::passwords::PasswordHasher;
+use crate::rate_limit::RateLimiter;
+use crate::service::revoker::Revoker;
 use crate::settings::Settings;
+use crate::state::{AppState, Lifetimes, SharedState};
 
-/// A server whose listeners are bound and whose pools exist, ready to run.
+/// A server whose listeners are bound and whose state is built, ready to run.
 pub struct Application {
+    public: BoundListener,
     admin: BoundListener,
     registry: prometheus::Registry,
-    readiness: Readiness,
+    state: SharedState,
+    restored: Latch,
+    resync_interval: Duration,
+    shutdown_grace: Duration,
+}
+
+fn load_keys(settings: &Settings) -> anyhow::Result<KeyRing> {
+    if let Some(dir) = &settings.keys_dir {
+        return Ok(KeyRing::load(dir, settings.active_key.as_deref())?);
+    }
+    // Settings validation already refused this in production.
+    assert_ne!(settings.environment, Environment::Production);
+    let algorithm =
+        parse_algorithm(&settings.ephemeral_key_algorithm).map_err(anyhow::Error::msg)?;
+    tracing::warn!(
+        "AUTH_KEYS_DIR is not set: signing with an EPHEMERAL key that changes on every restart; \
+         every token becomes invalid when this process stops. Never run like this in production"
+    );
+    Ok(KeyRing::ephemeral(algorithm)?)
 }
 
 impl Application {
-    /// Binds the listeners and creates the (lazily connecting) pools.
+    /// Loads the keys, creates the (lazily connecting) pools and binds both listeners.
     pub async fn build(settings: Settings) -> anyhow::Result<Self> {
-        let database = database::pool(
+        let keys = Arc::new(load_keys(&settings)?);
+        tracing::info!(kid = %keys.signing_key().kid, published = keys.jwks().keys.len(), "signing keys loaded");
+        let db = database::pool(
             settings.database_options()?,
             settings.database_max_connections,
             settings.dependency_timeout,
@@ -33,27 +68,132 @@ impl Application {
             settings.dependency_timeout,
         )
         .context("cannot create the Redis pool")?;
+
+        let registry = auth_core::metrics::new_registry("auth_server");
+        let metrics = ServerMetrics::register(&registry)?;
+        PoolCollector::register(
+            &registry,
+            db.clone(),
+            redis.clone(),
+            settings.redis_max_connections,
+        )?;
+        let hasher = {
+            let (cost, concurrency, queue) = (
+                settings.bcrypt_cost,
+                settings.effective_hash_concurrency(),
+                settings.hash_queue_limit,
+            );
+            let depth = metrics.hash_queue_depth.clone();
+            tokio::task::spawn_blocking(move || {
+                PasswordHasher::new(cost, concurrency, queue, depth)
+            })
+            .await??
+        };
+
         let readiness = Readiness::default();
-        readiness.add_check(DatabaseCheck(database.clone()));
-        readiness.add_check(SchemaCheck(database));
-        readiness.add_check(RedisCheck(redis));
+        readiness.add_check(DatabaseCheck(db.clone()));
+        readiness.add_check(SchemaCheck(db.clone()));
+        readiness.add_check(RedisCheck(redis.clone()));
+        let restored = readiness.latch("revocations_restored");
+
+        let redis_keys = RedisKeys::new(&settings.redis_namespace);
+        let state = Arc::new(AppState {
+            issuer: TokenIssuer::new(
+                keys.clone(),
+                &settings.issuer,
+                &settings.audience,
+                settings.access_token_ttl,
+            ),
+            validator: TokenValidator::new(ValidatorSettings {
+                issuer: settings.issuer.clone(),
+                audience: settings.audience.clone(),
+                leeway: settings.token_leeway,
+            }),
+            revoker: Revoker::new(
+                db.clone(),
+                redis.clone(),
+                redis_keys.clone(),
+                settings.access_token_ttl,
+                settings.token_leeway,
+                metrics.revocations.clone(),
+            ),
+            limiter: RateLimiter::new(redis.clone(), redis_keys.clone()),
+            rate_limits: settings.rate_limits.clone(),
+            lifetimes: Lifetimes {
+                access: settings.access_token_ttl,
+                refresh: settings.refresh_token_ttl,
+                session_max: settings.session_max_lifetime,
+                session_cache: settings.session_cache_ttl,
+                reuse_grace: settings.refresh_reuse_grace,
+                leeway: settings.token_leeway,
+            },
+            refresh_delivery: settings.refresh_token_delivery,
+            trusted_proxy_hops: settings.trusted_proxy_hops,
+            db,
+            redis,
+            redis_keys,
+            keys,
+            hasher,
+            metrics,
+            readiness,
+            max_body_bytes: settings.max_body_bytes,
+        });
+
+        let public = listener::bind("public", &settings.listen).await?;
         let admin = listener::bind("admin", &settings.admin_listen).await?;
         Ok(Self {
+            public,
             admin,
-            registry: auth_core::metrics::new_registry("auth_server"),
-            readiness,
+            registry,
+            state,
+            restored,
+            resync_interval: settings.revocation_resync_interval,
+            shutdown_grace: settings.shutdown_grace,
         })
     }
 
-    /// The admin listener's address (useful with port 0).
+    /// The public listener's address (useful with port 0).
+    pub fn public_addr(&self) -> SocketAddr {
+        self.public.local_addr
+    }
+
+    /// The admin listener's address.
     pub fn admin_addr(&self) -> SocketAddr {
         self.admin.local_addr
     }
 
-    /// Runs until `shutdown` fires.
+    /// Serves until `shutdown` fires, then stops reporting ready and drains within the grace.
     pub async fn run(self, shutdown: Shutdown) -> anyhow::Result<()> {
-        tracing::info!(admin = %self.admin.local_addr, "auth-server started");
-        auth_core::admin::serve(self.admin, self.registry, self.readiness, shutdown).await?;
+        tracing::info!(public = %self.public.local_addr, admin = %self.admin.local_addr, "auth-server started");
+        restore_then_resync(
+            self.state.revoker.clone(),
+            self.restored,
+            self.resync_interval,
+            shutdown.clone(),
+        );
+        let http_metrics = HttpMetrics::register(&self.registry)?;
+        let body_limit = self.state.max_body_bytes;
+        let app = crate::api::routes(self.state.clone(), body_limit)
+            .with(http_metrics)
+            .with(RequestId);
+        let readiness = self.state.readiness.clone();
+        let draining = {
+            let shutdown = shutdown.clone();
+            async move {
+                shutdown.wait().await;
+                readiness.set_draining();
+            }
+        };
+        let public = Server::new_with_acceptor(self.public.acceptor)
+            .name("public")
+            .run_with_graceful_shutdown(app, draining, Some(self.shutdown_grace));
+        let admin = auth_core::admin::serve(
+            self.admin,
+            self.registry,
+            self.state.readiness.clone(),
+            shutdown,
+        );
+        tokio::try_join!(public, admin)?;
         Ok(())
     }
 
@@ -63,4 +203,29 @@ impl Application {
         trigger.on_signals();
         self.run(shutdown).await
     }
+}
+
+/// Restores missing revocations into Redis, retrying every second until it works (the server is
+/// not ready until then), then keeps re-syncing every `interval`.
+fn restore_then_resync(revoker: Revoker, restored: Latch, interval: Duration, shutdown: Shutdown) {
+    tokio::spawn(async move {
+        loop {
+            match revoker.resync().await {
+                Ok(count) => {
+                    tracing::info!(restored = count, "revocations restored into Redis");
+                    restored.release();
+                    break;
+                }
+                Err(error) => tracing::warn!(
+                    error = format!("{error:#}"),
+                    "cannot restore revocations yet"
+                ),
+            }
+            tokio::select! {
+                () = tokio::time::sleep(Duration::from_secs(1)) => {}
+                () = shutdown.clone().wait() => return,
+            }
+        }
+        revoker.spawn_resync(interval, shutdown);
+    });
 }

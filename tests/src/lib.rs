@@ -7,6 +7,7 @@ pub mod command;
 pub mod postgres;
 pub mod process;
 pub mod redis;
+pub mod server;
 pub mod service;
 
 pub use postgres::{TestDatabase, empty_database, migrated_database};

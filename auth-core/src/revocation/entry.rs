@@ -1,0 +1,149 @@
+//! One revocation, and its stream form.
+
+use std::collections::HashMap;
+
+use uuid::Uuid;
+
+use crate::token::VerifiedToken;
+
+/// What a revocation applies to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum RevocationKind {
+    /// One token, by `jti`.
+    Token,
+    /// Every token of one session, by `sid`.
+    Session,
+    /// Every token of one user issued at or before an instant.
+    User,
+    /// Every token signed by one key, by `kid`.
+    Key,
+}
+
+impl RevocationKind {
+    /// The name used in keys, the stream and the database.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RevocationKind::Token => "jti",
+            RevocationKind::Session => "sid",
+            RevocationKind::User => "user",
+            RevocationKind::Key => "kid",
+        }
+    }
+
+    /// The kind named `name`.
+    pub fn parse(name: &str) -> Option<Self> {
+        Some(match name {
+            "jti" => RevocationKind::Token,
+            "sid" => RevocationKind::Session,
+            "user" => RevocationKind::User,
+            "kid" => RevocationKind::Key,
+            _ => return None,
+        })
+    }
+}
+
+/// One revocation. `until` (unix seconds) is when it stops mattering: every token it revokes has
+/// expired by then, so its key expires and the stream may forget it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Revocation {
+    /// What it applies to.
+    pub kind: RevocationKind,
+    /// The `jti`, `sid`, user id or `kid`.
+    pub id: String,
+    /// For [`RevocationKind::User`]: tokens with `iat` at or before this are revoked.
+    pub before: Option<i64>,
+    /// When the revocation stops mattering.
+    pub until: i64,
+}
+
+impl Revocation {
+    /// Revokes one token until it expires.
+    pub fn token(jti: Uuid, until: i64) -> Self {
+        Self {
+            kind: RevocationKind::Token,
+            id: jti.to_string(),
+            before: None,
+            until,
+        }
+    }
+
+    /// Revokes every token of a session.
+    pub fn session(sid: Uuid, until: i64) -> Self {
+        Self {
+            kind: RevocationKind::Session,
+            id: sid.to_string(),
+            before: None,
+            until,
+        }
+    }
+
+    /// Revokes every token of a user issued at or before `before`.
+    pub fn user(user_id: Uuid, before: i64, until: i64) -> Self {
+        Self {
+            kind: RevocationKind::User,
+            id: user_id.to_string(),
+            before: Some(before),
+            until,
+        }
+    }
+
+    /// Revokes every token signed by a key.
+    pub fn key(kid: &str, until: i64) -> Self {
+        Self {
+            kind: RevocationKind::Key,
+            id: kid.to_owned(),
+            before: None,
+            until,
+        }
+    }
+
+    /// Whether this revocation rejects `token`.
+    pub fn applies_to(&self, token: &VerifiedToken) -> bool {
+        let claims = &token.claims;
+        match self.kind {
+            RevocationKind::Token => self.id == claims.jti.to_string(),
+            RevocationKind::Session => self.id == claims.sid.to_string(),
+            RevocationKind::User => {
+                self.id == claims.sub.to_string()
+                    && self.before.is_some_and(|before| claims.iat <= before)
+            }
+            RevocationKind::Key => self.id == token.kid,
+        }
+    }
+
+    /// The value stored under its Redis key: the instant for users, `1` otherwise.
+    pub fn key_value(&self) -> String {
+        self.before
+            .map_or_else(|| "1".to_owned(), |before| before.to_string())
+    }
+
+    /// The stream entry's fields: `kind`, `id`, `until`, and `before` for users.
+    pub fn stream_fields(&self) -> Vec<(&'static str, String)> {
+        let mut fields = vec![
+            ("kind", self.kind.as_str().to_owned()),
+            ("id", self.id.clone()),
+            ("until", self.until.to_string()),
+        ];
+        if let Some(before) = self.before {
+            fields.push(("before", before.to_string()));
+        }
+        fields
+    }
+
+    /// Reads a stream entry; `None` for an entry this version does not understand.
+    pub fn from_stream_fields(fields: &HashMap<String, String>) -> Option<Self> {
+        let kind = RevocationKind::parse(fields.get("kind")?)?;
+        let id = fields.get("id")?.clone();
+        let until = fields.get("until")?.parse().ok()?;
+        let before = match kind {
+            RevocationKind::User => Some(fields.get("before")?.parse().ok()?),
+            _ => None,
+        };
+        Some(Self {
+            kind,
+            id,
+            before,
+            until,
+        })
+    }
+}

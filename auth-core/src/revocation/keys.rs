@@ -1,0 +1,46 @@
+//! The Redis key scheme: `{namespace}:{resource}:{identifier}`.
+
+use uuid::Uuid;
+
+use super::RevocationKind;
+
+/// Builds every Redis key of the platform under one namespace (`auth` by default).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RedisKeys {
+    namespace: String,
+}
+
+impl Default for RedisKeys {
+    fn default() -> Self {
+        Self::new("auth")
+    }
+}
+
+impl RedisKeys {
+    /// Keys under `namespace`.
+    pub fn new(namespace: &str) -> Self {
+        Self {
+            namespace: namespace.to_owned(),
+        }
+    }
+
+    /// `{ns}:revoked:{kind}:{id}`: present while the revocation matters.
+    pub fn revoked(&self, kind: RevocationKind, id: &str) -> String {
+        format!("{}:revoked:{}:{id}", self.namespace, kind.as_str())
+    }
+
+    /// `{ns}:session:{sid}`: the session mirror.
+    pub fn session(&self, sid: Uuid) -> String {
+        format!("{}:session:{sid}", self.namespace)
+    }
+
+    /// `{ns}:ratelimit:{scope}:{id}`: a rate-limit counter (the window is appended by the limiter).
+    pub fn rate_limit(&self, scope: &str, id: &str) -> String {
+        format!("{}:ratelimit:{scope}:{id}", self.namespace)
+    }
+
+    /// `{ns}:revocations`: the stream every revocation is appended to.
+    pub fn stream(&self) -> String {
+        format!("{}:revocations", self.namespace)
+    }
+}

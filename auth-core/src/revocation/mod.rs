@@ -1,0 +1,17 @@
+//! Revocation as the server writes it and every verifier reads it (DESIGN.md "Revocation").
+//!
+//! Each revocation is a Redis key whose TTL ends when it can no longer matter, plus an entry on the
+//! revocation stream, so a verifier can follow every revocation without a lookup per request.
+
+mod entry;
+mod keys;
+mod lookup;
+mod publish;
+
+pub use entry::{Revocation, RevocationKind};
+pub use keys::RedisKeys;
+pub use lookup::lookup;
+pub use publish::{publish, unix_now};
+
+#[cfg(test)]
+mod tests;

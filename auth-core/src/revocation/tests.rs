@@ -1,0 +1,81 @@
+use std::collections::HashMap;
+
+use uuid::Uuid;
+
+use super::*;
+use crate::token::{AccessClaims, VerifiedToken};
+
+fn token(iat: i64) -> VerifiedToken {
+    VerifiedToken {
+        claims: AccessClaims {
+            iss: "i".into(),
+            aud: "a".into(),
+            sub: Uuid::new_v4(),
+            sid: Uuid::new_v4(),
+            jti: Uuid::new_v4(),
+            iat,
+            nbf: iat,
+            exp: iat + 900,
+            email: "a@example.com".into(),
+            email_verified: false,
+            roles: vec![],
+        },
+        kid: "k1".into(),
+    }
+}
+
+#[test]
+fn each_kind_applies_to_its_own_claim() {
+    let t = token(1_000);
+    assert!(Revocation::token(t.claims.jti, 2_000).applies_to(&t));
+    assert!(!Revocation::token(Uuid::new_v4(), 2_000).applies_to(&t));
+    assert!(Revocation::session(t.claims.sid, 2_000).applies_to(&t));
+    assert!(Revocation::key("k1", 2_000).applies_to(&t));
+    assert!(!Revocation::key("k2", 2_000).applies_to(&t));
+}
+
+#[test]
+fn a_user_revocation_covers_tokens_issued_at_or_before_its_instant() {
+    let t = token(1_000);
+    assert!(Revocation::user(t.claims.sub, 1_000, 2_000).applies_to(&t));
+    assert!(Revocation::user(t.claims.sub, 1_500, 2_000).applies_to(&t));
+    assert!(!Revocation::user(t.claims.sub, 999, 2_000).applies_to(&t));
+    assert!(!Revocation::user(Uuid::new_v4(), 1_500, 2_000).applies_to(&t));
+}
+
+#[test]
+fn stream_fields_round_trip() {
+    for revocation in [
+        Revocation::token(Uuid::new_v4(), 5),
+        Revocation::session(Uuid::new_v4(), 6),
+        Revocation::user(Uuid::new_v4(), 3, 7),
+        Revocation::key("kid-1", 8),
+    ] {
+        let fields: HashMap<String, String> = revocation
+            .stream_fields()
+            .into_iter()
+            .map(|(k, v)| (k.to_owned(), v))
+            .collect();
+        assert_eq!(Revocation::from_stream_fields(&fields), Some(revocation));
+    }
+    let unknown = HashMap::from([("kind".to_owned(), "tenant".to_owned())]);
+    assert_eq!(Revocation::from_stream_fields(&unknown), None);
+}
+
+#[test]
+fn keys_follow_the_namespace_scheme() {
+    let keys = RedisKeys::new("auth");
+    assert_eq!(
+        keys.revoked(RevocationKind::Token, "j"),
+        "auth:revoked:jti:j"
+    );
+    assert_eq!(
+        keys.revoked(RevocationKind::User, "u"),
+        "auth:revoked:user:u"
+    );
+    assert_eq!(keys.stream(), "auth:revocations");
+    assert_eq!(
+        keys.rate_limit("login", "1.2.3.4"),
+        "auth:ratelimit:login:1.2.3.4"
+    );
+}

@@ -1,0 +1,238 @@
+//! `/api/auth/*`: registering, logging in, refreshing, logging out, the current user.
+
+use poem::Request;
+use poem_openapi::param::Cookie;
+use poem_openapi::payload::Json;
+use poem_openapi::{ApiResponse, OpenApi};
+
+use super::Tag;
+use super::client::client_info;
+use super::cookies::{clear_refresh_cookie, in_body, set_refresh_cookie};
+use super::json_body::JsonBody;
+use super::models::{
+    AuthResponse, ChangePasswordRequest, LoginRequest, RefreshRequest, RegisterRequest, UserView,
+};
+use super::responses::{BODY, CONFLICT, Errors, TOO_MANY_REQUESTS, UNAUTHORIZED, UNAVAILABLE};
+use super::security::BearerAuth;
+use crate::error::{ApiError, FieldError};
+use crate::service::grants::Grant;
+use crate::service::{accounts, changes, logout, refresh};
+use crate::state::{AppState, SharedState};
+
+/// Account creation, login and token lifecycle.
+pub struct AuthApi {
+    state: SharedState,
+}
+
+impl AuthApi {
+    /// The API over `state`.
+    pub fn new(state: SharedState) -> Self {
+        Self { state }
+    }
+}
+
+/// New tokens, with the refresh cookie when cookies are in use.
+#[derive(ApiResponse)]
+pub enum GrantResponse {
+    /// The account, its tokens and its session.
+    #[oai(status = 200)]
+    Ok(
+        Json<AuthResponse>,
+        /// The refresh token as an httpOnly cookie (only with `AUTH_REFRESH_TOKEN_DELIVERY` `cookie` or `both`).
+        #[oai(header = "Set-Cookie")]
+        Option<String>,
+    ),
+}
+
+/// A new account.
+#[derive(ApiResponse)]
+pub enum CreatedResponse {
+    /// The account was created; tokens for its first session.
+    #[oai(status = 201)]
+    Created(
+        Json<AuthResponse>,
+        /// The refresh token as an httpOnly cookie (only with cookie delivery).
+        #[oai(header = "Set-Cookie")]
+        Option<String>,
+    ),
+}
+
+/// Nothing to return.
+#[derive(ApiResponse)]
+pub enum LoggedOut {
+    /// Done.
+    #[oai(status = 204)]
+    NoContent(
+        /// Removes the refresh cookie (only with cookie delivery).
+        #[oai(header = "Set-Cookie")]
+        Option<String>,
+    ),
+}
+
+fn granted(state: &AppState, grant: Grant) -> (Json<AuthResponse>, Option<String>) {
+    let cookie = set_refresh_cookie(state.refresh_delivery, &grant);
+    let body = AuthResponse::new(
+        grant,
+        state.lifetimes.access.as_secs(),
+        in_body(state.refresh_delivery),
+    );
+    (Json(body), cookie)
+}
+
+#[OpenApi(prefix_path = "/api/auth", tag = "Tag::Auth")]
+impl AuthApi {
+    /// Create an account
+    ///
+    /// Creates the account and logs it in: the response holds the user, a token pair and the new
+    /// session. Emails are unique case-insensitively.
+    #[oai(path = "/register", method = "post")]
+    async fn register(
+        &self,
+        req: &Request,
+        body: JsonBody<RegisterRequest>,
+    ) -> Result<CreatedResponse, Errors<{ BODY | CONFLICT | TOO_MANY_REQUESTS }>> {
+        let state = &*self.state;
+        let request = body.0;
+        let registration = accounts::Registration {
+            email: &request.email,
+            password: &request.password,
+            username: request.username.as_deref(),
+            first_name: request.first_name.as_deref(),
+            last_name: request.last_name.as_deref(),
+        };
+        let grant = accounts::register(
+            state,
+            registration,
+            &client_info(req, state.trusted_proxy_hops),
+        )
+        .await?;
+        let (body, cookie) = granted(state, grant);
+        Ok(CreatedResponse::Created(body, cookie))
+    }
+
+    /// Log in
+    ///
+    /// Checks an email address (or username) and password and starts a session. Every failure is
+    /// the same 401, whether the account exists or not.
+    #[oai(path = "/login", method = "post")]
+    async fn login(
+        &self,
+        req: &Request,
+        body: JsonBody<LoginRequest>,
+    ) -> Result<GrantResponse, Errors<{ BODY | UNAUTHORIZED | TOO_MANY_REQUESTS }>> {
+        let state = &*self.state;
+        let request = body.0;
+        let name = match (&request.email, &request.username) {
+            (Some(email), None) => accounts::LoginName::Email(email),
+            (None, Some(username)) => accounts::LoginName::Username(username),
+            _ => {
+                return Err(ApiError::Validation(vec![FieldError::new(
+                    "email",
+                    "give exactly one of email and username",
+                )])
+                .into());
+            }
+        };
+        let client = client_info(req, state.trusted_proxy_hops);
+        let grant = accounts::login(state, name, &request.password, &client).await?;
+        let (body, cookie) = granted(state, grant);
+        Ok(GrantResponse::Ok(body, cookie))
+    }
+
+    /// Refresh the tokens
+    ///
+    /// Exchanges a refresh token (body or cookie) for a new pair; the old refresh token stops
+    /// working. Presenting it again within a few seconds returns the same new refresh token
+    /// (safe retries); presenting it later revokes the whole session.
+    #[oai(path = "/refresh", method = "post")]
+    async fn refresh(
+        &self,
+        req: &Request,
+        body: JsonBody<RefreshRequest>,
+        #[oai(name = "refresh_token")] cookie: Cookie<Option<String>>,
+    ) -> Result<GrantResponse, Errors<{ BODY | UNAUTHORIZED | TOO_MANY_REQUESTS }>> {
+        let state = &*self.state;
+        let presented = body
+            .0
+            .refresh_token
+            .or(cookie.0)
+            .ok_or(ApiError::BadRefreshToken)?;
+        let grant = refresh::refresh(
+            state,
+            &presented,
+            &client_info(req, state.trusted_proxy_hops),
+        )
+        .await?;
+        let (body, cookie) = granted(state, grant);
+        Ok(GrantResponse::Ok(body, cookie))
+    }
+
+    /// Log out
+    ///
+    /// Revokes this session and this access token everywhere (sidecars included).
+    #[oai(path = "/logout", method = "post")]
+    async fn logout(
+        &self,
+        req: &Request,
+        auth: BearerAuth,
+    ) -> Result<LoggedOut, Errors<{ UNAUTHORIZED | UNAVAILABLE }>> {
+        let state = &*self.state;
+        logout::logout(state, &auth.0, &client_info(req, state.trusted_proxy_hops)).await?;
+        Ok(LoggedOut::NoContent(clear_refresh_cookie(
+            state.refresh_delivery,
+        )))
+    }
+
+    /// Log out everywhere
+    ///
+    /// Revokes every session of the user and every access token issued to them so far.
+    #[oai(path = "/logout-all", method = "post")]
+    async fn logout_all(
+        &self,
+        req: &Request,
+        auth: BearerAuth,
+    ) -> Result<LoggedOut, Errors<{ UNAUTHORIZED | UNAVAILABLE }>> {
+        let state = &*self.state;
+        logout::logout_all(state, &auth.0, &client_info(req, state.trusted_proxy_hops)).await?;
+        Ok(LoggedOut::NoContent(clear_refresh_cookie(
+            state.refresh_delivery,
+        )))
+    }
+
+    /// The current user
+    #[oai(path = "/me", method = "get")]
+    async fn me(
+        &self,
+        auth: BearerAuth,
+    ) -> Result<Json<UserView>, Errors<{ UNAUTHORIZED | UNAVAILABLE }>> {
+        Ok(Json(
+            changes::current_user(&self.state, &auth.0).await?.into(),
+        ))
+    }
+
+    /// Change the password
+    ///
+    /// Needs the current password. Every session and token of the user is revoked; the response
+    /// holds tokens for a new session so this client stays logged in.
+    #[oai(path = "/change-password", method = "post")]
+    async fn change_password(
+        &self,
+        req: &Request,
+        auth: BearerAuth,
+        body: JsonBody<ChangePasswordRequest>,
+    ) -> Result<GrantResponse, Errors<{ BODY | UNAUTHORIZED }>> {
+        let state = &*self.state;
+        let request = body.0;
+        let client = client_info(req, state.trusted_proxy_hops);
+        let grant = changes::change_password(
+            state,
+            &auth.0,
+            &request.current_password,
+            &request.new_password,
+            &client,
+        )
+        .await?;
+        let (body, cookie) = granted(state, grant);
+        Ok(GrantResponse::Ok(body, cookie))
+    }
+}

@@ -1,0 +1,111 @@
+//! The public HTTP API: poem-openapi operations, Swagger UI at `/docs`, the spec at
+//! `/openapi.json`, and every error as `application/problem+json`.
+
+mod auth;
+mod client;
+mod cookies;
+mod health;
+mod json_body;
+mod models;
+mod responses;
+mod security;
+mod sessions;
+mod users;
+mod well_known;
+
+use poem::middleware::CookieJarManager;
+use poem::{Endpoint, EndpointExt, IntoResponse, PathPattern, Response, Route};
+use poem_openapi::{OpenApiService, Tags};
+
+pub use json_body::BodyLimit;
+
+use crate::error::{ApiError, Problem, problem_response};
+use crate::state::SharedState;
+
+/// The API's sections in the documentation.
+#[derive(Tags)]
+pub enum Tag {
+    /// Accounts, logins and the token lifecycle.
+    Auth,
+    /// The user's sessions.
+    Sessions,
+    /// The user's profile and account.
+    Users,
+    /// Public keys and discovery, for token verifiers.
+    Keys,
+    /// Health probes.
+    Health,
+}
+
+type Apis = (
+    auth::AuthApi,
+    sessions::SessionsApi,
+    users::UsersApi,
+    well_known::WellKnownApi,
+    health::HealthApi,
+);
+
+/// The OpenAPI service over `state`.
+pub fn openapi(state: &SharedState) -> OpenApiService<Apis, ()> {
+    OpenApiService::new(
+        (
+            auth::AuthApi::new(state.clone()),
+            sessions::SessionsApi::new(state.clone()),
+            users::UsersApi::new(state.clone()),
+            well_known::WellKnownApi::new(state.clone()),
+            health::HealthApi::new(state.clone()),
+        ),
+        "Auth platform",
+        env!("CARGO_PKG_VERSION"),
+    )
+    .description(
+        "Accounts, sessions and tokens. Access tokens are JWTs (`typ` `at+jwt`) verifiable with the \
+         keys at `/.well-known/jwks.json`; errors are RFC 9457 `application/problem+json`.",
+    )
+}
+
+/// Every public route, with the problem-document error mapping.
+pub fn routes(state: SharedState, body_limit: usize) -> impl Endpoint<Output = Response> {
+    let api = openapi(&state);
+    let docs = api.swagger_ui();
+    let spec = api.spec_endpoint();
+    Route::new()
+        .nest("/", api)
+        .nest("/docs", docs)
+        .at("/openapi.json", spec)
+        .with(CookieJarManager::new())
+        .data(state)
+        .data(BodyLimit(body_limit))
+        .catch_all_error(into_problem)
+        .map_to_response()
+}
+
+/// Every error not already an [`ApiError`] (unknown route, wrong method, an unparsable path
+/// parameter, a missing bearer token) becomes the matching problem document too.
+async fn into_problem(error: poem::Error) -> Response {
+    let pattern = error.data::<PathPattern>().cloned();
+    let mut response = match error.downcast_ref::<ApiError>() {
+        Some(api_error) => api_error.to_response(),
+        None => match error.status().as_u16() {
+            401 => ApiError::BadToken.to_response(),
+            404 => ApiError::NotFound.to_response(),
+            413 => ApiError::PayloadTooLarge.to_response(),
+            status @ 400..=499 => problem_response(&Problem {
+                kind: "urn:auth-platform:problem:bad-request".to_owned(),
+                title: error
+                    .status()
+                    .canonical_reason()
+                    .unwrap_or("Bad Request")
+                    .to_owned(),
+                status,
+                detail: error.to_string(),
+                errors: None,
+            }),
+            _ => ApiError::Unexpected(anyhow::anyhow!("{error}")).into_response(),
+        },
+    };
+    if let Some(pattern) = pattern {
+        response.set_data(pattern);
+    }
+    response
+}

@@ -1,0 +1,222 @@
+//! Request and response bodies, documented in the OpenAPI schema.
+
+use poem_openapi::Object;
+use poem_openapi::types::MaybeUndefined;
+use serde::Deserialize;
+use time::OffsetDateTime;
+use uuid::Uuid;
+
+use crate::service::grants::Grant;
+use crate::store::sessions::Session;
+use crate::store::users::User;
+
+/// A new account.
+#[derive(Debug, Object, Deserialize)]
+#[oai(deny_unknown_fields)]
+#[serde(deny_unknown_fields)]
+pub struct RegisterRequest {
+    /// Email address (unique, case-insensitively).
+    #[oai(validator(max_length = 254))]
+    pub email: String,
+    /// 8 to 72 bytes; common passwords are refused.
+    #[oai(validator(max_length = 72))]
+    pub password: String,
+    /// Optional unique username: 3 to 32 letters, digits, `.`, `_` or `-`.
+    pub username: Option<String>,
+    /// Given name.
+    pub first_name: Option<String>,
+    /// Family name.
+    pub last_name: Option<String>,
+}
+
+/// Credentials: an email address or a username, and the password.
+#[derive(Debug, Object, Deserialize)]
+#[oai(deny_unknown_fields)]
+#[serde(deny_unknown_fields)]
+pub struct LoginRequest {
+    /// The email address (give this or `username`).
+    pub email: Option<String>,
+    /// The username (give this or `email`).
+    pub username: Option<String>,
+    /// The password.
+    pub password: String,
+}
+
+/// A refresh token; may be omitted when it is sent as the `refresh_token` cookie.
+#[derive(Debug, Default, Object, Deserialize)]
+#[oai(deny_unknown_fields)]
+#[serde(deny_unknown_fields, default)]
+pub struct RefreshRequest {
+    /// The refresh token from the last login or refresh.
+    pub refresh_token: Option<String>,
+}
+
+/// A password change.
+#[derive(Debug, Object, Deserialize)]
+#[oai(deny_unknown_fields)]
+#[serde(deny_unknown_fields)]
+pub struct ChangePasswordRequest {
+    /// The current password.
+    pub current_password: String,
+    /// The new password: 8 to 72 bytes, not common, not the current one.
+    pub new_password: String,
+}
+
+/// Confirmation of an account deletion.
+#[derive(Debug, Object, Deserialize)]
+#[oai(deny_unknown_fields)]
+#[serde(deny_unknown_fields)]
+pub struct DeleteAccountRequest {
+    /// The account's password.
+    pub password: String,
+}
+
+/// Profile changes: omitted fields stay as they are, `null` clears a field.
+#[derive(Debug, Object, Deserialize)]
+#[oai(deny_unknown_fields)]
+#[serde(deny_unknown_fields)]
+pub struct ProfileUpdate {
+    /// New username, or `null` to remove it.
+    #[serde(default)]
+    pub username: MaybeUndefined<String>,
+    /// New given name, or `null`.
+    #[serde(default)]
+    pub first_name: MaybeUndefined<String>,
+    /// New family name, or `null`.
+    #[serde(default)]
+    pub last_name: MaybeUndefined<String>,
+    /// Free-form profile data (a JSON object up to 16 KiB); replaces the stored object.
+    pub profile: Option<serde_json::Value>,
+}
+
+/// An account.
+#[derive(Debug, Object)]
+pub struct UserView {
+    /// Its id (the `sub` of its tokens).
+    pub id: Uuid,
+    /// Email address.
+    pub email: String,
+    /// Username.
+    pub username: Option<String>,
+    /// Given name.
+    pub first_name: Option<String>,
+    /// Family name.
+    pub last_name: Option<String>,
+    /// Whether the email address is verified.
+    pub email_verified: bool,
+    /// Roles.
+    pub roles: Vec<String>,
+    /// Free-form profile data.
+    pub profile: serde_json::Value,
+    /// Created.
+    pub created_at: OffsetDateTime,
+    /// Last changed.
+    pub updated_at: OffsetDateTime,
+}
+
+impl From<User> for UserView {
+    fn from(user: User) -> Self {
+        Self {
+            id: user.id,
+            email: user.email,
+            username: user.username,
+            first_name: user.first_name,
+            last_name: user.last_name,
+            email_verified: user.email_verified,
+            roles: user.roles,
+            profile: user.profile,
+            created_at: user.created_at,
+            updated_at: user.updated_at,
+        }
+    }
+}
+
+/// An access token and the refresh token that renews it.
+#[derive(Debug, Object)]
+pub struct TokenPair {
+    /// The access token (an RS256/ES256/EdDSA-signed JWT, `typ` `at+jwt`).
+    pub access_token: String,
+    /// Always `Bearer`.
+    pub token_type: String,
+    /// Seconds until the access token expires.
+    pub expires_in: u64,
+    /// The refresh token; absent when it is delivered only as an httpOnly cookie.
+    #[oai(skip_serializing_if_is_none)]
+    pub refresh_token: Option<String>,
+    /// When the refresh token expires unless used.
+    pub refresh_token_expires_at: OffsetDateTime,
+}
+
+/// The session tokens belong to.
+#[derive(Debug, Object)]
+pub struct SessionInfo {
+    /// The session id (the `sid` claim).
+    pub id: Uuid,
+    /// When it expires unless refreshed.
+    pub expires_at: OffsetDateTime,
+}
+
+/// The result of registering, logging in, refreshing or changing the password.
+#[derive(Debug, Object)]
+pub struct AuthResponse {
+    /// The account.
+    pub user: UserView,
+    /// The tokens.
+    pub tokens: TokenPair,
+    /// The session.
+    pub session: SessionInfo,
+}
+
+impl AuthResponse {
+    /// The response for `grant`; the refresh token is left out of the body when `in_body` is false.
+    pub fn new(grant: Grant, access_ttl: u64, in_body: bool) -> Self {
+        Self {
+            session: SessionInfo {
+                id: grant.session_id,
+                expires_at: grant.refresh_expires_at,
+            },
+            tokens: TokenPair {
+                access_token: grant.access.token,
+                token_type: "Bearer".to_owned(),
+                expires_in: access_ttl,
+                refresh_token: in_body.then(|| grant.refresh.encode()),
+                refresh_token_expires_at: grant.refresh_expires_at,
+            },
+            user: grant.user.into(),
+        }
+    }
+}
+
+/// One of the user's sessions.
+#[derive(Debug, Object)]
+pub struct SessionView {
+    /// Its id.
+    pub id: Uuid,
+    /// The address it was created from.
+    pub ip: Option<String>,
+    /// The user agent it was created from.
+    pub user_agent: Option<String>,
+    /// Created.
+    pub created_at: OffsetDateTime,
+    /// Last refreshed.
+    pub last_used_at: OffsetDateTime,
+    /// Expires unless refreshed.
+    pub expires_at: OffsetDateTime,
+    /// Whether this is the session of the token making the request.
+    pub current: bool,
+}
+
+impl SessionView {
+    /// The view of `session` for a caller in session `current`.
+    pub fn new(session: Session, current: Uuid) -> Self {
+        Self {
+            current: session.id == current,
+            id: session.id,
+            ip: session.ip,
+            user_agent: session.user_agent,
+            created_at: session.created_at,
+            last_used_at: session.last_used_at,
+            expires_at: session.expires_at,
+        }
+    }
+}

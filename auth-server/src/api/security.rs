@@ -1,0 +1,44 @@
+//! The bearer security scheme: a valid, unrevoked access token.
+
+use auth_core::revocation::lookup;
+use auth_core::token::{VerifiedToken, bearer_token};
+use poem::Request;
+use poem_openapi::SecurityScheme;
+use poem_openapi::auth::Bearer;
+
+use crate::error::ApiError;
+use crate::state::SharedState;
+
+/// A request authenticated by an access token from `POST /api/auth/login`.
+#[derive(SecurityScheme)]
+#[oai(ty = "bearer", bearer_format = "JWT", checker = "authenticate")]
+pub struct BearerAuth(pub VerifiedToken);
+
+/// Verifies the token and checks the revocation keys in Redis (the server has Redis at hand, so
+/// it does not keep the verifier's in-memory index).
+async fn authenticate(req: &Request, _bearer: Bearer) -> poem::Result<VerifiedToken> {
+    let state = req
+        .data::<SharedState>()
+        .ok_or_else(|| ApiError::Unexpected(anyhow::anyhow!("no application state")))?;
+    let rejected = |reason: &str| {
+        state
+            .metrics
+            .token_rejections
+            .with_label_values(&[reason])
+            .inc();
+        poem::Error::from(ApiError::BadToken)
+    };
+    let token = bearer_token(req.headers()).map_err(|_| rejected("malformed_header"))?;
+    let verified = state
+        .validator
+        .validate(token, state.keys.verification_keys())
+        .map_err(|error| rejected(error.label()))?;
+    let mut conn = state.redis.get().await.map_err(ApiError::from)?;
+    match lookup(&mut *conn, &state.redis_keys, &verified)
+        .await
+        .map_err(ApiError::from)?
+    {
+        Some(_) => Err(rejected("revoked")),
+        None => Ok(verified),
+    }
+}

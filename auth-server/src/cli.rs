@@ -1,0 +1,89 @@
+//! The `auth-server` command line: serve (the default), or generate a signing key.
+
+use std::path::PathBuf;
+
+use auth_core::cli::{ServiceArgs, run_service};
+use clap::{Parser, Subcommand};
+
+use crate::keys::{SigningKey, generate_pem, parse_algorithm};
+use crate::settings::{ENV_PREFIX, Settings, UNPREFIXED};
+use crate::startup::Application;
+
+/// Accounts, sessions and tokens for the auth platform.
+#[derive(Debug, Parser)]
+#[command(name = "auth-server", version)]
+pub struct Cli {
+    /// Settings.
+    #[command(flatten)]
+    pub service: ServiceArgs,
+    /// Serve, unless a subcommand is given.
+    #[command(subcommand)]
+    pub command: Option<Command>,
+}
+
+/// The subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Write a new private signing key to DIR/<timestamp>.pem (names sort by age, so the newest
+    /// key signs unless AUTH_ACTIVE_KEY says otherwise) and print its kid.
+    Keygen {
+        /// RS256, ES256 or EdDSA.
+        #[arg(long, default_value = "RS256")]
+        algorithm: String,
+        /// The keys directory (AUTH_KEYS_DIR).
+        dir: PathBuf,
+    },
+}
+
+/// Runs the command line; never returns.
+pub fn main() -> ! {
+    let cli = Cli::parse();
+    if let Some(Command::Keygen { algorithm, dir }) = cli.command {
+        match keygen(&algorithm, &dir) {
+            Ok(kid) => {
+                println!("{kid}");
+                std::process::exit(0)
+            }
+            Err(error) => {
+                eprintln!("error: {error:#}");
+                std::process::exit(1)
+            }
+        }
+    }
+    let settings: Settings = cli
+        .service
+        .load(ENV_PREFIX, UNPREFIXED)
+        .unwrap_or_else(|error| auth_core::settings::exit_bad_config(&error));
+    auth_core::telemetry::init(settings.log_format, &settings.log_level);
+    run_service(async move {
+        Application::build(settings)
+            .await?
+            .run_until_signalled()
+            .await
+    })
+}
+
+fn keygen(algorithm: &str, dir: &std::path::Path) -> anyhow::Result<String> {
+    let algorithm = parse_algorithm(algorithm).map_err(anyhow::Error::msg)?;
+    let pem = generate_pem(algorithm)?;
+    let name = time::OffsetDateTime::now_utc().format(&time::macros::format_description!(
+        "[year][month][day]T[hour][minute][second]Z"
+    ))?;
+    let key = SigningKey::from_pem(&name, pem.as_bytes())?;
+    std::fs::create_dir_all(dir)?;
+    let path = dir.join(format!("{name}.pem"));
+    write_private(&path, &pem)?;
+    Ok(key.kid)
+}
+
+/// Writes a private key readable by its owner only.
+fn write_private(path: &std::path::Path, contents: &str) -> std::io::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)?;
+    file.write_all(contents.as_bytes())
+}

@@ -1,0 +1,137 @@
+//! The server's own metrics (HTTP request metrics come from `auth_core::http`).
+
+use auth_core::redis::RedisPool;
+use prometheus::core::{Collector, Desc};
+use prometheus::proto::MetricFamily;
+use prometheus::{IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry};
+use sqlx::PgPool;
+
+/// Counters and gauges of the account and token flows.
+#[derive(Clone)]
+pub struct ServerMetrics {
+    /// Logins by result (`success`, `invalid_credentials`, `rate_limited`).
+    pub logins: IntCounterVec,
+    /// Access tokens issued, by grant (`register`, `login`, `refresh`, `password_change`).
+    pub tokens_issued: IntCounterVec,
+    /// Refreshes by result (`rotated`, `replayed`, `reused`, `invalid`).
+    pub refreshes: IntCounterVec,
+    /// Revocations published, by kind (`jti`, `sid`, `user`, `kid`).
+    pub revocations: IntCounterVec,
+    /// Bearer tokens refused, by reason.
+    pub token_rejections: IntCounterVec,
+    /// Password hashes running or waiting.
+    pub hash_queue_depth: IntGauge,
+}
+
+fn counter(
+    registry: &Registry,
+    name: &str,
+    help: &str,
+    label: &str,
+) -> prometheus::Result<IntCounterVec> {
+    let counter = IntCounterVec::new(Opts::new(name, help), &[label])?;
+    registry.register(Box::new(counter.clone()))?;
+    Ok(counter)
+}
+
+impl ServerMetrics {
+    /// Registers every metric.
+    pub fn register(registry: &Registry) -> prometheus::Result<Self> {
+        let hash_queue_depth = IntGauge::new(
+            "password_hash_queue_depth",
+            "Password hashes running or waiting",
+        )?;
+        registry.register(Box::new(hash_queue_depth.clone()))?;
+        Ok(Self {
+            logins: counter(
+                registry,
+                "logins_total",
+                "Login attempts by result",
+                "result",
+            )?,
+            tokens_issued: counter(
+                registry,
+                "tokens_issued_total",
+                "Access tokens issued by grant",
+                "grant",
+            )?,
+            refreshes: counter(
+                registry,
+                "refreshes_total",
+                "Refresh attempts by result",
+                "result",
+            )?,
+            revocations: counter(
+                registry,
+                "revocations_total",
+                "Revocations published by kind",
+                "kind",
+            )?,
+            token_rejections: counter(
+                registry,
+                "token_rejections_total",
+                "Bearer tokens refused by reason",
+                "reason",
+            )?,
+            hash_queue_depth,
+        })
+    }
+}
+
+/// Pool gauges, read at scrape time so they are never stale.
+pub struct PoolCollector {
+    database: PgPool,
+    redis: RedisPool,
+    redis_max: u32,
+    connections: IntGaugeVec,
+}
+
+impl PoolCollector {
+    /// Registers `pool_connections{pool, state}` for both pools.
+    pub fn register(
+        registry: &Registry,
+        database: PgPool,
+        redis: RedisPool,
+        redis_max: u32,
+    ) -> prometheus::Result<()> {
+        let connections = IntGaugeVec::new(
+            Opts::new(
+                "pool_connections",
+                "Pool connections by pool and state (open, idle, max)",
+            ),
+            &["pool", "state"],
+        )?;
+        registry.register(Box::new(Self {
+            database,
+            redis,
+            redis_max,
+            connections,
+        }))
+    }
+}
+
+impl Collector for PoolCollector {
+    fn desc(&self) -> Vec<&Desc> {
+        self.connections.desc()
+    }
+
+    fn collect(&self) -> Vec<MetricFamily> {
+        let set = |pool: &str, state: &str, value: u64| {
+            self.connections
+                .with_label_values(&[pool, state])
+                .set(i64::try_from(value).unwrap_or(i64::MAX));
+        };
+        set("database", "open", u64::from(self.database.size()));
+        set("database", "idle", self.database.num_idle() as u64);
+        set(
+            "database",
+            "max",
+            u64::from(self.database.options().get_max_connections()),
+        );
+        let redis = self.redis.state();
+        set("redis", "open", u64::from(redis.connections));
+        set("redis", "idle", u64::from(redis.idle_connections));
+        set("redis", "max", u64::from(self.redis_max));
+        self.connections.collect()
+    }
+}

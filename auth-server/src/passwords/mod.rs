@@ -1,0 +1,7 @@
+//! Passwords: the policy every new password must meet, and bcrypt hashing off the async runtime.
+
+mod hasher;
+mod policy;
+
+pub use hasher::{HashError, PasswordHasher};
+pub use policy::check_new_password;

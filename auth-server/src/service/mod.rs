@@ -1,0 +1,8 @@
+//! The account and token flows, between the HTTP handlers and the stores.
+
+pub mod accounts;
+pub mod changes;
+pub mod grants;
+pub mod logout;
+pub mod refresh;
+pub mod revoker;

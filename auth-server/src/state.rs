@@ -1,0 +1,74 @@
+//! What every request handler can reach: pools, keys, services, settings.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use auth_core::readiness::Readiness;
+use auth_core::redis::RedisPool;
+use auth_core::revocation::RedisKeys;
+use auth_core::token::TokenValidator;
+use sqlx::PgPool;
+
+use crate::access_tokens::TokenIssuer;
+use crate::keys::KeyRing;
+use crate::metrics::ServerMetrics;
+use crate::passwords::PasswordHasher;
+use crate::rate_limit::RateLimiter;
+use crate::service::revoker::Revoker;
+use crate::settings::{RateLimits, RefreshDelivery};
+
+/// Session and token lifetimes the flows need.
+#[derive(Debug, Clone)]
+pub struct Lifetimes {
+    /// Access token lifetime.
+    pub access: Duration,
+    /// Sliding refresh lifetime.
+    pub refresh: Duration,
+    /// Absolute session lifetime.
+    pub session_max: Duration,
+    /// Redis session mirror lifetime.
+    pub session_cache: Duration,
+    /// Grace window for presenting a just-rotated refresh token again.
+    pub reuse_grace: Duration,
+    /// Clock skew tolerance.
+    pub leeway: Duration,
+}
+
+/// The shared state, behind an `Arc`.
+pub struct AppState {
+    /// PostgreSQL.
+    pub db: PgPool,
+    /// Redis.
+    pub redis: RedisPool,
+    /// Redis key names.
+    pub redis_keys: RedisKeys,
+    /// Signing and verification keys.
+    pub keys: Arc<KeyRing>,
+    /// Signs access tokens.
+    pub issuer: TokenIssuer,
+    /// Verifies bearer tokens.
+    pub validator: TokenValidator,
+    /// bcrypt.
+    pub hasher: PasswordHasher,
+    /// Records and publishes revocations.
+    pub revoker: Revoker,
+    /// Rate limits.
+    pub limiter: RateLimiter,
+    /// The limits to apply.
+    pub rate_limits: RateLimits,
+    /// Lifetimes.
+    pub lifetimes: Lifetimes,
+    /// Where refresh tokens go.
+    pub refresh_delivery: RefreshDelivery,
+    /// Proxies whose `X-Forwarded-For` entries are trusted.
+    pub trusted_proxy_hops: usize,
+    /// Metrics.
+    pub metrics: ServerMetrics,
+    /// Readiness, shared with the admin listener.
+    pub readiness: Readiness,
+    /// The largest request body.
+    pub max_body_bytes: usize,
+}
+
+/// The state as handlers receive it.
+pub type SharedState = Arc<AppState>;

@@ -1,0 +1,62 @@
+//! The `revoked_tokens` table: the durable copy of every revocation.
+
+use auth_core::revocation::{Revocation, RevocationKind};
+use sqlx::{PgConnection, PgPool};
+
+/// Records `revocations`; a repeated one keeps the later instant and expiry.
+pub async fn record(
+    conn: &mut PgConnection,
+    revocations: &[Revocation],
+    reason: &str,
+) -> Result<(), sqlx::Error> {
+    let kinds: Vec<&str> = revocations.iter().map(|r| r.kind.as_str()).collect();
+    let ids: Vec<&str> = revocations.iter().map(|r| r.id.as_str()).collect();
+    let befores: Vec<Option<i64>> = revocations.iter().map(|r| r.before).collect();
+    let untils: Vec<i64> = revocations.iter().map(|r| r.until).collect();
+    sqlx::query(
+        "INSERT INTO revoked_tokens (kind, value, revoked_before, expires_at, reason) \
+         SELECT kind, value, to_timestamp(before), to_timestamp(until), $5 \
+         FROM unnest($1::text[], $2::text[], $3::bigint[], $4::bigint[]) AS r(kind, value, before, until) \
+         ON CONFLICT (kind, value) DO UPDATE SET \
+           revoked_before = GREATEST(revoked_tokens.revoked_before, EXCLUDED.revoked_before), \
+           expires_at = GREATEST(revoked_tokens.expires_at, EXCLUDED.expires_at), \
+           reason = EXCLUDED.reason",
+    )
+    .bind(&kinds)
+    .bind(&ids)
+    .bind(&befores)
+    .bind(&untils)
+    .bind(reason)
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+#[derive(sqlx::FromRow)]
+struct Row {
+    kind: String,
+    value: String,
+    before: Option<i64>,
+    until: i64,
+}
+
+/// Every revocation that still matters.
+pub async fn unexpired(pool: &PgPool) -> Result<Vec<Revocation>, sqlx::Error> {
+    let rows: Vec<Row> = sqlx::query_as(
+        "SELECT kind, value, extract(epoch FROM revoked_before)::bigint AS before, \
+         extract(epoch FROM expires_at)::bigint AS until FROM revoked_tokens WHERE expires_at > now()",
+    )
+    .fetch_all(pool)
+    .await?;
+    Ok(rows
+        .into_iter()
+        .filter_map(|row| {
+            Some(Revocation {
+                kind: RevocationKind::parse(&row.kind)?,
+                id: row.value,
+                before: row.before,
+                until: row.until,
+            })
+        })
+        .collect())
+}

@@ -1,0 +1,10 @@
+//! The auth server's HTTP API, over real HTTP, against real PostgreSQL and Redis.
+
+mod account;
+mod http;
+mod login;
+mod register;
+mod revocation;
+mod sessions;
+mod support;
+mod tokens;
