@@ -33,9 +33,11 @@ ensure_servers() {
 # What the end-to-end tests drive besides the servers: a real browser for the Swagger UI page and
 # an independent OpenAPI validator.
 ensure_test_tools() {
-  ensure_packages chromium=chromium python3=python3 pip3=python3-pip
+  ensure_packages chromium=chromium python3=python3
+  python3 -m pip --version >/dev/null 2>&1 || ensure_packages /usr/lib/python3/dist-packages/pip=python3-pip
   if ! python3 -c "import openapi_spec_validator" >/dev/null 2>&1; then
     echo "installing with pip: openapi-spec-validator" >&2
-    python3 -m pip install --quiet --disable-pip-version-check openapi-spec-validator
+    python3 -m pip install --quiet --disable-pip-version-check openapi-spec-validator 2>/dev/null ||
+      python3 -m pip install --quiet --disable-pip-version-check --break-system-packages openapi-spec-validator
   fi
 }
