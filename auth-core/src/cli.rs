@@ -17,11 +17,7 @@ pub struct ServiceArgs {
 impl ServiceArgs {
     /// Parses this process's arguments for the program `name` (exits on `--help` or a bad flag).
     pub fn parse(name: &'static str, about: &'static str) -> Self {
-        let command = Self::augment_args(
-            Command::new(name)
-                .about(about)
-                .version(env!("CARGO_PKG_VERSION")),
-        );
+        let command = Self::augment_args(Command::new(name).about(about).version(env!("CARGO_PKG_VERSION")));
         let matches = command.get_matches();
         Self::from_arg_matches(&matches).unwrap_or_else(|error| error.exit())
     }

@@ -19,8 +19,5 @@ pub async fn bind(what: &str, addr: &str) -> anyhow::Result<BoundListener> {
         .map_err(|error| anyhow::anyhow!("cannot bind the {what} listener to {addr}: {error}"))?;
     let local_addr = listener.local_addr()?;
     let acceptor = TcpAcceptor::from_tokio(listener)?;
-    Ok(BoundListener {
-        acceptor,
-        local_addr,
-    })
+    Ok(BoundListener { acceptor, local_addr })
 }

@@ -24,3 +24,31 @@ pub fn render(registry: &Registry) -> String {
         .expect("encoding gathered metrics into memory cannot fail");
     String::from_utf8(buffer).expect("the text format is UTF-8")
 }
+
+/// A gauge whose value is computed when Prometheus scrapes, so it is never stale.
+struct ComputedGauge<F> {
+    gauge: prometheus::Gauge,
+    compute: F,
+}
+
+impl<F: Fn() -> f64 + Send + Sync> prometheus::core::Collector for ComputedGauge<F> {
+    fn desc(&self) -> Vec<&prometheus::core::Desc> {
+        self.gauge.desc()
+    }
+
+    fn collect(&self) -> Vec<prometheus::proto::MetricFamily> {
+        self.gauge.set((self.compute)());
+        self.gauge.collect()
+    }
+}
+
+/// Registers gauge `name` whose value is `compute()` at scrape time.
+pub fn register_computed_gauge(
+    registry: &Registry,
+    name: &str,
+    help: &str,
+    compute: impl Fn() -> f64 + Send + Sync + 'static,
+) -> prometheus::Result<()> {
+    let gauge = prometheus::Gauge::new(name, help)?;
+    registry.register(Box::new(ComputedGauge { gauge, compute }))
+}

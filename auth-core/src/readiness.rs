@@ -142,9 +142,7 @@ async fn run_check(check: &dyn ReadinessCheck) -> ComponentStatus {
 
 /// Locks a mutex whose data stays consistent even if a holder panicked (plain pushes and reads).
 fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    mutex
-        .lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner)
+    mutex.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 #[cfg(test)]

@@ -13,9 +13,9 @@ pub type RedisPool = bb8::Pool<RedisConnectionManager>;
 
 /// Whether `url` is a usable Redis URL; the message never repeats the URL (it may hold a password).
 pub fn validate_url(url: &str) -> Result<(), String> {
-    url.into_connection_info().map(|_| ()).map_err(|_| {
-        "not a valid Redis URL (expected redis://[user:password@]host[:port][/db])".to_owned()
-    })
+    url.into_connection_info()
+        .map(|_| ())
+        .map_err(|_| "not a valid Redis URL (expected redis://[user:password@]host[:port][/db])".to_owned())
 }
 
 /// A pool that connects lazily, so a program can start (and report not ready) while Redis is down.

@@ -121,9 +121,8 @@ impl SettingsSource {
                     format!("set either {base} or {name}, not both"),
                 ));
             }
-            let content = std::fs::read_to_string(path).map_err(|error| {
-                SettingsError::new(name, format!("cannot read {path}: {error}"))
-            })?;
+            let content = std::fs::read_to_string(path)
+                .map_err(|error| SettingsError::new(name, format!("cannot read {path}: {error}")))?;
             let value = content.strip_suffix('\n').unwrap_or(&content);
             dict.insert(key, Value::from(value.to_owned()));
         }
@@ -236,11 +235,7 @@ impl SettingsError {
 
 impl fmt::Display for SettingsError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "invalid configuration: {}: {}",
-            self.setting, self.problem
-        )
+        write!(f, "invalid configuration: {}: {}", self.setting, self.problem)
     }
 }
 

@@ -55,12 +55,7 @@ pub fn main() -> ! {
         .load(ENV_PREFIX, UNPREFIXED)
         .unwrap_or_else(|error| auth_core::settings::exit_bad_config(&error));
     auth_core::telemetry::init(settings.log_format, &settings.log_level);
-    run_service(async move {
-        Application::build(settings)
-            .await?
-            .run_until_signalled()
-            .await
-    })
+    run_service(async move { Application::build(settings).await?.run_until_signalled().await })
 }
 
 fn keygen(algorithm: &str, dir: &std::path::Path) -> anyhow::Result<String> {

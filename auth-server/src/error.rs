@@ -150,10 +150,9 @@ impl ApiError {
                     .as_ref()
                     .map(|field| vec![FieldError::new(field, detail.clone())]),
             ),
-            ApiError::Validation(errors) => (
-                "the request has invalid fields".to_owned(),
-                Some(errors.clone()),
-            ),
+            ApiError::Validation(errors) => {
+                ("the request has invalid fields".to_owned(), Some(errors.clone()))
+            }
             ApiError::BadCredentials => ("the credentials are not valid".to_owned(), None),
             ApiError::BadToken => (
                 "the access token is missing, invalid, expired or revoked".to_owned(),
@@ -165,17 +164,15 @@ impl ApiError {
             ),
             ApiError::Forbidden => ("you may not do this".to_owned(), None),
             ApiError::NotFound => ("no such resource".to_owned(), None),
-            ApiError::Conflict { field, detail } => (
-                (*detail).to_owned(),
-                Some(vec![FieldError::new(field, *detail)]),
-            ),
+            ApiError::Conflict { field, detail } => {
+                ((*detail).to_owned(), Some(vec![FieldError::new(field, *detail)]))
+            }
             ApiError::PayloadTooLarge => ("the request body is too large".to_owned(), None),
             ApiError::RateLimited { .. } => ("too many attempts; retry later".to_owned(), None),
             ApiError::Busy { .. } => ("the server is at capacity; retry shortly".to_owned(), None),
-            ApiError::Unavailable(dependency) => (
-                format!("the {dependency} is unavailable; retry shortly"),
-                None,
-            ),
+            ApiError::Unavailable(dependency) => {
+                (format!("the {dependency} is unavailable; retry shortly"), None)
+            }
             ApiError::Unexpected(_) => ("an unexpected error occurred".to_owned(), None),
         };
         Problem {
@@ -204,9 +201,7 @@ impl ApiError {
             ApiError::BadToken => {
                 headers.insert(
                     header::WWW_AUTHENTICATE,
-                    HeaderValue::from_static(
-                        "Bearer realm=\"auth-platform\", error=\"invalid_token\"",
-                    ),
+                    HeaderValue::from_static("Bearer realm=\"auth-platform\", error=\"invalid_token\""),
                 );
             }
             ApiError::BadCredentials | ApiError::BadRefreshToken => {
@@ -265,10 +260,9 @@ impl From<sqlx::Error> for ApiError {
 /// Whether the database is down or unreachable, as opposed to refusing a statement.
 fn is_unavailable(error: &sqlx::Error) -> bool {
     match error {
-        sqlx::Error::Io(_)
-        | sqlx::Error::PoolTimedOut
-        | sqlx::Error::PoolClosed
-        | sqlx::Error::Tls(_) => true,
+        sqlx::Error::Io(_) | sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed | sqlx::Error::Tls(_) => {
+            true
+        }
         // connection exceptions (08…) and operator intervention (57…: shutdown, crash recovery)
         sqlx::Error::Database(db) => db
             .code()
@@ -293,9 +287,7 @@ impl From<crate::passwords::HashError> for ApiError {
     fn from(error: crate::passwords::HashError) -> Self {
         match error {
             crate::passwords::HashError::Busy => ApiError::Busy { retry_after: 1 },
-            crate::passwords::HashError::Failed(reason) => {
-                ApiError::Unexpected(anyhow::anyhow!(reason))
-            }
+            crate::passwords::HashError::Failed(reason) => ApiError::Unexpected(anyhow::anyhow!(reason)),
         }
     }
 }

@@ -23,12 +23,7 @@ pub struct ServerMetrics {
     pub hash_queue_depth: IntGauge,
 }
 
-fn counter(
-    registry: &Registry,
-    name: &str,
-    help: &str,
-    label: &str,
-) -> prometheus::Result<IntCounterVec> {
+fn counter(registry: &Registry, name: &str, help: &str, label: &str) -> prometheus::Result<IntCounterVec> {
     let counter = IntCounterVec::new(Opts::new(name, help), &[label])?;
     registry.register(Box::new(counter.clone()))?;
     Ok(counter)
@@ -37,18 +32,11 @@ fn counter(
 impl ServerMetrics {
     /// Registers every metric.
     pub fn register(registry: &Registry) -> prometheus::Result<Self> {
-        let hash_queue_depth = IntGauge::new(
-            "password_hash_queue_depth",
-            "Password hashes running or waiting",
-        )?;
+        let hash_queue_depth =
+            IntGauge::new("password_hash_queue_depth", "Password hashes running or waiting")?;
         registry.register(Box::new(hash_queue_depth.clone()))?;
         Ok(Self {
-            logins: counter(
-                registry,
-                "logins_total",
-                "Login attempts by result",
-                "result",
-            )?,
+            logins: counter(registry, "logins_total", "Login attempts by result", "result")?,
             tokens_issued: counter(
                 registry,
                 "tokens_issued_total",

@@ -76,9 +76,7 @@ impl RateLimiter {
         if limit.is_off() {
             return Ok(());
         }
-        let window_ms = u64::try_from(limit.window.as_millis())
-            .unwrap_or(u64::MAX)
-            .max(1);
+        let window_ms = u64::try_from(limit.window.as_millis()).unwrap_or(u64::MAX).max(1);
         let now_ms = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |elapsed| {

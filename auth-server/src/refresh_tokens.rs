@@ -22,9 +22,7 @@ impl RefreshToken {
 
     /// Reads a token presented by a client; `None` unless it has our exact format.
     pub fn parse(encoded: &str) -> Option<Self> {
-        if encoded.len() != ENCODED_LEN
-            || !auth_core::token::is_canonical_base64url(encoded.as_bytes())
-        {
+        if encoded.len() != ENCODED_LEN || !auth_core::token::is_canonical_base64url(encoded.as_bytes()) {
             return None;
         }
         let bytes = URL_SAFE_NO_PAD.decode(encoded).ok()?;

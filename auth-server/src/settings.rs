@@ -174,10 +174,7 @@ impl Settings {
     /// The parsed database connection options.
     pub fn database_options(&self) -> Result<PgConnectOptions, SettingsError> {
         PgConnectOptions::from_str(self.database_url.expose_secret()).map_err(|error| {
-            SettingsError::new(
-                "DATABASE_URL",
-                format!("not a valid PostgreSQL URL: {error}"),
-            )
+            SettingsError::new("DATABASE_URL", format!("not a valid PostgreSQL URL: {error}"))
         })
     }
 
@@ -212,10 +209,7 @@ impl Validate for Settings {
             ("AUTH_ADMIN_LISTEN", &self.admin_listen),
         ] {
             if std::net::SocketAddr::from_str(addr).is_err() {
-                return Err(SettingsError::new(
-                    name,
-                    "expected an address like 0.0.0.0:8080",
-                ));
+                return Err(SettingsError::new(name, "expected an address like 0.0.0.0:8080"));
             }
         }
         if !(self.issuer.starts_with("https://") || self.issuer.starts_with("http://")) {
@@ -233,18 +227,12 @@ impl Validate for Settings {
         crate::keys::parse_algorithm(&self.ephemeral_key_algorithm)
             .map_err(|problem| SettingsError::new("AUTH_EPHEMERAL_KEY_ALGORITHM", problem))?;
         if !(4..=31).contains(&self.bcrypt_cost) {
-            return Err(SettingsError::new(
-                "AUTH_BCRYPT_COST",
-                "must be between 4 and 31",
-            ));
+            return Err(SettingsError::new("AUTH_BCRYPT_COST", "must be between 4 and 31"));
         }
         positive("AUTH_ACCESS_TOKEN_TTL", self.access_token_ttl)?;
         positive("AUTH_REFRESH_TOKEN_TTL", self.refresh_token_ttl)?;
         positive("AUTH_SESSION_CACHE_TTL", self.session_cache_ttl)?;
-        positive(
-            "AUTH_REVOCATION_RESYNC_INTERVAL",
-            self.revocation_resync_interval,
-        )?;
+        positive("AUTH_REVOCATION_RESYNC_INTERVAL", self.revocation_resync_interval)?;
         if self.session_max_lifetime < self.refresh_token_ttl {
             return Err(SettingsError::new(
                 "AUTH_SESSION_MAX_LIFETIME",
@@ -252,10 +240,7 @@ impl Validate for Settings {
             ));
         }
         if self.max_body_bytes < 1024 {
-            return Err(SettingsError::new(
-                "AUTH_MAX_BODY_BYTES",
-                "must be at least 1024",
-            ));
+            return Err(SettingsError::new("AUTH_MAX_BODY_BYTES", "must be at least 1024"));
         }
         if self.database_max_connections == 0 {
             return Err(SettingsError::new(
@@ -276,10 +261,7 @@ impl Validate for Settings {
             ));
         }
         if !auth_core::telemetry::is_valid_filter(&self.log_level) {
-            return Err(SettingsError::new(
-                "AUTH_LOG_LEVEL",
-                "not a valid log filter",
-            ));
+            return Err(SettingsError::new("AUTH_LOG_LEVEL", "not a valid log filter"));
         }
         Ok(())
     }

@@ -43,8 +43,7 @@ fn load_keys(settings: &Settings) -> anyhow::Result<KeyRing> {
     }
     // Settings validation already refused this in production.
     assert_ne!(settings.environment, Environment::Production);
-    let algorithm =
-        parse_algorithm(&settings.ephemeral_key_algorithm).map_err(anyhow::Error::msg)?;
+    let algorithm = parse_algorithm(&settings.ephemeral_key_algorithm).map_err(anyhow::Error::msg)?;
     tracing::warn!(
         "AUTH_KEYS_DIR is not set: signing with an EPHEMERAL key that changes on every restart; \
          every token becomes invalid when this process stops. Never run like this in production"
@@ -84,10 +83,8 @@ impl Application {
                 settings.hash_queue_limit,
             );
             let depth = metrics.hash_queue_depth.clone();
-            tokio::task::spawn_blocking(move || {
-                PasswordHasher::new(cost, concurrency, queue, depth)
-            })
-            .await??
+            tokio::task::spawn_blocking(move || PasswordHasher::new(cost, concurrency, queue, depth))
+                .await??
         };
 
         let readiness = Readiness::default();
@@ -187,12 +184,8 @@ impl Application {
         let public = Server::new_with_acceptor(self.public.acceptor)
             .name("public")
             .run_with_graceful_shutdown(app, draining, Some(self.shutdown_grace));
-        let admin = auth_core::admin::serve(
-            self.admin,
-            self.registry,
-            self.state.readiness.clone(),
-            shutdown,
-        );
+        let admin =
+            auth_core::admin::serve(self.admin, self.registry, self.state.readiness.clone(), shutdown);
         tokio::try_join!(public, admin)?;
         Ok(())
     }
@@ -216,10 +209,7 @@ fn restore_then_resync(revoker: Revoker, restored: Latch, interval: Duration, sh
                     restored.release();
                     break;
                 }
-                Err(error) => tracing::warn!(
-                    error = format!("{error:#}"),
-                    "cannot restore revocations yet"
-                ),
+                Err(error) => tracing::warn!(error = format!("{error:#}"), "cannot restore revocations yet"),
             }
             tokio::select! {
                 () = tokio::time::sleep(Duration::from_secs(1)) => {}

@@ -62,8 +62,7 @@ pub fn profile(field: &str, value: &serde_json::Value) -> Option<FieldError> {
         return Some(FieldError::new(field, "must be a JSON object"));
     }
     let size = serde_json::to_vec(value).map_or(usize::MAX, |bytes| bytes.len());
-    (size > MAX_PROFILE_BYTES)
-        .then(|| FieldError::new(field, format!("at most {MAX_PROFILE_BYTES} bytes")))
+    (size > MAX_PROFILE_BYTES).then(|| FieldError::new(field, format!("at most {MAX_PROFILE_BYTES} bytes")))
 }
 
 #[cfg(test)]
@@ -102,10 +101,7 @@ mod tests {
 
     #[test]
     fn profiles_are_bounded_objects() {
-        assert_eq!(
-            profile("profile", &serde_json::json!({"theme": "dark"})),
-            None
-        );
+        assert_eq!(profile("profile", &serde_json::json!({"theme": "dark"})), None);
         assert!(profile("profile", &serde_json::json!([1])).is_some());
         assert!(
             profile(

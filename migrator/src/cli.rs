@@ -165,9 +165,9 @@ async fn execute(
         Command::Down { steps } => {
             Outcome::Change(commands::down(&pool, *steps as usize, settings.lock_timeout).await?)
         }
-        Command::Reset { .. } => Outcome::Change(
-            commands::reset(&pool, settings.environment, settings.lock_timeout).await?,
-        ),
+        Command::Reset { .. } => {
+            Outcome::Change(commands::reset(&pool, settings.environment, settings.lock_timeout).await?)
+        }
         Command::Status => Outcome::Status(commands::status(&pool).await?),
         Command::Check => Outcome::Check(commands::check(&pool).await?),
         Command::Wait { .. } => unreachable!("wait returned above"),
@@ -180,9 +180,7 @@ fn record(metrics: &Metrics, outcome: &Outcome) {
     let schema = match outcome {
         Outcome::Change(change) => {
             let changed = change.applied.len() + change.reverted.len();
-            metrics
-                .changed
-                .set(i64::try_from(changed).unwrap_or(i64::MAX));
+            metrics.changed.set(i64::try_from(changed).unwrap_or(i64::MAX));
             Some(&change.schema)
         }
         Outcome::Check(report) => Some(&report.schema),
@@ -199,11 +197,7 @@ fn record(metrics: &Metrics, outcome: &Outcome) {
 
 fn log_summary(command: &Command, outcome: &Outcome, seconds: f64) {
     let (applied, reverted, schema) = match outcome {
-        Outcome::Change(change) => (
-            change.applied.len(),
-            change.reverted.len(),
-            Some(&change.schema),
-        ),
+        Outcome::Change(change) => (change.applied.len(), change.reverted.len(), Some(&change.schema)),
         Outcome::Check(report) => (0, 0, Some(&report.schema)),
         Outcome::Wait(summary) => (0, 0, Some(summary)),
         Outcome::Status(_) => (0, 0, None),
@@ -253,17 +247,11 @@ fn print_outcome(outcome: &Outcome, json: bool) {
             print_schema(&change.schema);
         }
         Outcome::Status(rows) => {
-            println!(
-                "{:<8} {:<9} {:<26} DESCRIPTION",
-                "VERSION", "STATE", "APPLIED AT"
-            );
+            println!("{:<8} {:<9} {:<26} DESCRIPTION", "VERSION", "STATE", "APPLIED AT");
             for row in rows {
                 let applied_at = row
                     .applied_at
-                    .and_then(|at| {
-                        at.format(&time::format_description::well_known::Rfc3339)
-                            .ok()
-                    })
+                    .and_then(|at| at.format(&time::format_description::well_known::Rfc3339).ok())
                     .unwrap_or_else(|| "-".to_owned());
                 let state = serde_json::to_value(row.state).expect("states serialize");
                 let state = state.as_str().unwrap_or_default();

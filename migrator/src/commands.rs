@@ -51,11 +51,7 @@ pub async fn down(pool: &PgPool, steps: usize, lock_timeout: Duration) -> Result
 }
 
 /// Reverts everything and applies everything again; refused in production.
-pub async fn reset(
-    pool: &PgPool,
-    environment: Environment,
-    lock_timeout: Duration,
-) -> Result<Change, Error> {
+pub async fn reset(pool: &PgPool, environment: Environment, lock_timeout: Duration) -> Result<Change, Error> {
     if environment == Environment::Production {
         return Err(Error::Forbidden(
             "reset is refused in production (MIGRATOR_ENVIRONMENT=production)".to_owned(),
@@ -91,11 +87,7 @@ async fn locked_change(
         let after_rows = schema::status(&mut conn).await?;
         let after = applied_versions(&after_rows);
         Ok(Change {
-            applied: after
-                .iter()
-                .filter(|v| !before.contains(v))
-                .copied()
-                .collect(),
+            applied: after.iter().filter(|v| !before.contains(v)).copied().collect(),
             reverted: before
                 .iter()
                 .rev()
@@ -115,9 +107,7 @@ async fn locked_change(
 }
 
 async fn lock(conn: &mut PgConnection, timeout: Duration) -> Result<(), Error> {
-    let millis = i64::try_from(timeout.as_millis())
-        .unwrap_or(i64::MAX)
-        .max(1);
+    let millis = i64::try_from(timeout.as_millis()).unwrap_or(i64::MAX).max(1);
     sqlx::query("SELECT set_config('lock_timeout', $1, false)")
         .bind(format!("{millis}ms"))
         .execute(&mut *conn)
@@ -131,9 +121,9 @@ async fn lock(conn: &mut PgConnection, timeout: Duration) -> Result<(), Error> {
         .await?;
     match locked {
         Ok(_) => Ok(()),
-        Err(sqlx::Error::Database(error)) if error.code().as_deref() == Some("55P03") => Err(
-            Error::Locked(format!("gave up after {timeout:?} (MIGRATOR_LOCK_TIMEOUT)")),
-        ),
+        Err(sqlx::Error::Database(error)) if error.code().as_deref() == Some("55P03") => Err(Error::Locked(
+            format!("gave up after {timeout:?} (MIGRATOR_LOCK_TIMEOUT)"),
+        )),
         Err(error) => Err(error.into()),
     }
 }
@@ -225,9 +215,7 @@ pub async fn wait(options: &PgConnectOptions, timeout: Duration) -> Result<Schem
             Err(error) => error.to_string(),
         };
         if Instant::now() + WAIT_POLL >= deadline {
-            return Err(Error::Unavailable(format!(
-                "not ready after {timeout:?}: {last}"
-            )));
+            return Err(Error::Unavailable(format!("not ready after {timeout:?}: {last}")));
         }
         tracing::debug!(reason = %last, "waiting for the database");
         tokio::time::sleep(WAIT_POLL).await;

@@ -13,10 +13,7 @@ const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Connects, retrying transient failures with exponential backoff until `timeout` has passed.
 /// Failures that retrying cannot fix (bad credentials, missing database) return at once.
-pub async fn connect_with_retry(
-    options: &PgConnectOptions,
-    timeout: Duration,
-) -> Result<PgPool, Error> {
+pub async fn connect_with_retry(options: &PgConnectOptions, timeout: Duration) -> Result<PgPool, Error> {
     let deadline = Instant::now() + timeout;
     let mut backoff = FIRST_BACKOFF;
     loop {

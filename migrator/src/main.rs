@@ -5,8 +5,8 @@ use migrator::cli::{self, Cli};
 
 fn main() {
     let cli = Cli::parse();
-    let settings = cli::load_settings(&cli)
-        .unwrap_or_else(|error| auth_core::settings::exit_bad_config(&error));
+    let settings =
+        cli::load_settings(&cli).unwrap_or_else(|error| auth_core::settings::exit_bad_config(&error));
     auth_core::telemetry::init(settings.log_format, &settings.log_level);
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()

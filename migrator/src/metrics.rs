@@ -21,10 +21,7 @@ impl Metrics {
     /// Registers the gauges.
     pub fn register(registry: &Registry) -> prometheus::Result<Self> {
         let metrics = Self {
-            changed: IntGauge::new(
-                "migrations_changed",
-                "Migrations applied or reverted by this run",
-            )?,
+            changed: IntGauge::new("migrations_changed", "Migrations applied or reverted by this run")?,
             schema_version: IntGauge::new("schema_version", "Newest applied schema version")?,
             pending: IntGauge::new("migrations_pending", "Embedded migrations not yet applied")?,
             duration: Gauge::new("run_duration_seconds", "Duration of the command")?,

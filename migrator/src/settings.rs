@@ -56,10 +56,7 @@ impl Settings {
     pub fn connect_options(&self) -> Result<PgConnectOptions, SettingsError> {
         // The parser's message never echoes the URL, so no password reaches the output.
         PgConnectOptions::from_str(self.database_url.expose_secret()).map_err(|error| {
-            SettingsError::new(
-                "DATABASE_URL",
-                format!("not a valid PostgreSQL URL: {error}"),
-            )
+            SettingsError::new("DATABASE_URL", format!("not a valid PostgreSQL URL: {error}"))
         })
     }
 }
@@ -68,10 +65,7 @@ impl Validate for Settings {
     fn validate(&self) -> Result<(), SettingsError> {
         self.connect_options()?;
         if !auth_core::telemetry::is_valid_filter(&self.log_level) {
-            return Err(SettingsError::new(
-                "MIGRATOR_LOG_LEVEL",
-                "not a valid log filter",
-            ));
+            return Err(SettingsError::new("MIGRATOR_LOG_LEVEL", "not a valid log filter"));
         }
         if self.connect_timeout.is_zero() {
             return Err(SettingsError::new(

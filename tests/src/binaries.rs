@@ -20,19 +20,19 @@ pub fn binary(name: &str) -> PathBuf {
 }
 
 fn build_workspace_binaries() -> PathBuf {
-    // The test executable lives in target/<profile>/deps; the binaries in target/<profile>.
-    let exe = std::env::current_exe().expect("the test executable has a path");
-    let profile_dir = exe
-        .parent()
-        .and_then(|deps| deps.parent())
-        .expect("tests run from target/<profile>/deps")
-        .to_path_buf();
+    // Tests live in target/<profile>/deps, other executables (the benchmark) in target/<profile>,
+    // and the workspace binaries in target/<profile>.
+    let exe = std::env::current_exe().expect("the executable has a path");
+    let parent = exe.parent().expect("an executable lives in a directory");
+    let profile_dir = if parent.file_name().is_some_and(|name| name == "deps") {
+        parent.parent().expect("deps has a parent").to_path_buf()
+    } else {
+        parent.to_path_buf()
+    };
     let Some(cargo) = std::env::var_os("CARGO") else {
         return profile_dir;
     };
-    let target_dir = profile_dir
-        .parent()
-        .expect("a profile directory has a parent");
+    let target_dir = profile_dir.parent().expect("a profile directory has a parent");
     let mut build = Command::new(cargo);
     build
         .args(["build", "--quiet", "--workspace", "--bins", "--target-dir"])

@@ -4,11 +4,13 @@
 
 pub mod binaries;
 pub mod command;
+pub mod keys;
 pub mod postgres;
 pub mod process;
 pub mod redis;
 pub mod server;
 pub mod service;
+pub mod verifier;
 
 pub use postgres::{TestDatabase, empty_database, migrated_database};
 pub use redis::{RedisServer, TestRedis, test_redis};

@@ -80,26 +80,13 @@ impl PostgresServer {
                     "-c",
                     "full_page_writes=off",
                 ])
-                .args([
-                    "-c",
-                    "max_connections=400",
-                    "-c",
-                    "log_min_messages=warning",
-                ]),
+                .args(["-c", "max_connections=400", "-c", "log_min_messages=warning"]),
             &log,
         );
         let isready = find_binary("pg_isready", std::slice::from_ref(&bin), INSTALL_HINT);
         wait_until("PostgreSQL", Duration::from_secs(30), &log, || {
             Command::new(&isready)
-                .args([
-                    "-q",
-                    "-h",
-                    "127.0.0.1",
-                    "-p",
-                    &port.to_string(),
-                    "-U",
-                    "postgres",
-                ])
+                .args(["-q", "-h", "127.0.0.1", "-p", &port.to_string(), "-U", "postgres"])
                 .status()
                 .is_ok_and(|status| status.success())
         });

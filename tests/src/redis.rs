@@ -7,9 +7,7 @@ use std::sync::OnceLock;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
-use crate::process::{
-    find_binary, free_port, reap_on_exit, redis_command, spawn_logged, wait_until,
-};
+use crate::process::{find_binary, free_port, reap_on_exit, redis_command, spawn_logged, wait_until};
 
 const DATABASES: u32 = 1024;
 const INSTALL_HINT: &str = "install Redis (apt-get install -y redis-server)";

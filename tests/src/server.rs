@@ -75,19 +75,13 @@ pub async fn spawn_server_with(customize: impl FnOnce(&mut Settings)) -> TestSer
 }
 
 /// A server on an existing database and Redis (a restart, or a second replica).
-pub async fn start(
-    db: TestDatabase,
-    redis_url: &str,
-    customize: impl FnOnce(&mut Settings),
-) -> TestServer {
+pub async fn start(db: TestDatabase, redis_url: &str, customize: impl FnOnce(&mut Settings)) -> TestServer {
     let mut settings = test_settings(&db, redis_url);
     customize(&mut settings);
     if std::env::var_os("TEST_LOG").is_some() {
         auth_core::telemetry::init(LogFormat::Human, &settings.log_level);
     }
-    let app = Application::build(settings)
-        .await
-        .expect("the server builds");
+    let app = Application::build(settings).await.expect("the server builds");
     let url = format!("http://{}", app.public_addr());
     let admin_url = format!("http://{}", app.admin_addr());
     let (trigger, shutdown) = shutdown::channel();
@@ -243,9 +237,5 @@ impl TestServer {
 pub fn uuid_like() -> String {
     use std::sync::atomic::{AtomicU64, Ordering};
     static NEXT: AtomicU64 = AtomicU64::new(0);
-    format!(
-        "{}-{}",
-        std::process::id(),
-        NEXT.fetch_add(1, Ordering::Relaxed)
-    )
+    format!("{}-{}", std::process::id(), NEXT.fetch_add(1, Ordering::Relaxed))
 }

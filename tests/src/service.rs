@@ -24,9 +24,7 @@ impl RunningService {
         let admin_listen = format!("127.0.0.1:{admin_port}");
         let mut full: Vec<(&str, &str)> = vec![(&admin_key, &admin_listen)];
         full.extend_from_slice(env);
-        let child = command(name, &[], &full)
-            .spawn()
-            .expect("the service starts");
+        let child = command(name, &[], &full).spawn().expect("the service starts");
         let service = Self {
             child: Some(child),
             admin_url: format!("http://{admin_listen}"),

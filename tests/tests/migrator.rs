@@ -43,11 +43,7 @@ fn dump_schema(db: &TestDatabase) -> String {
         .arg(&db.url)
         .output()
         .expect("pg_dump runs");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     // `\restrict` lines carry a random key that differs on every dump.
     String::from_utf8(out.stdout)
         .expect("pg_dump writes UTF-8")
@@ -58,10 +54,7 @@ fn dump_schema(db: &TestDatabase) -> String {
 }
 
 fn assert_same_schema(actual: &str, expected: &str, context: &str) {
-    let first_difference = actual
-        .lines()
-        .zip(expected.lines())
-        .position(|(a, e)| a != e);
+    let first_difference = actual.lines().zip(expected.lines()).position(|(a, e)| a != e);
     assert!(
         actual == expected,
         "schema differs {context}: first difference at line {first_difference:?}: {:?} vs {:?}",
@@ -108,11 +101,7 @@ async fn up_down_up_gives_an_identical_schema_at_every_step() {
         let down = migrator(&db, &["down", "--steps", &steps.to_string(), "--json"]).await;
         assert_success(&down);
         assert_eq!(json(&down)["reverted"].as_array().unwrap().len(), steps);
-        assert_ne!(
-            dump_schema(&db),
-            full,
-            "down --steps {steps} changed nothing"
-        );
+        assert_ne!(dump_schema(&db), full, "down --steps {steps} changed nothing");
         assert_success(&migrator(&db, &["up"]).await);
         assert_same_schema(
             &dump_schema(&db),
@@ -145,11 +134,7 @@ async fn concurrent_up_runs_all_succeed_and_apply_each_migration_once() {
         );
     }
     applied.sort_unstable();
-    assert_eq!(
-        applied,
-        (1..=MIGRATIONS as i64).collect::<Vec<_>>(),
-        "{runs:#?}"
-    );
+    assert_eq!(applied, (1..=MIGRATIONS as i64).collect::<Vec<_>>(), "{runs:#?}");
 
     let mut conn = PgConnection::connect(&db.url).await.unwrap();
     let rows: i64 = sqlx::query_scalar("SELECT count(*) FROM _sqlx_migrations")
@@ -179,14 +164,11 @@ where
     results
 }
 
-async fn select_all<Fut: std::future::Future + Unpin>(
-    futures: Vec<Fut>,
-) -> (Fut::Output, usize, Vec<Fut>) {
+async fn select_all<Fut: std::future::Future + Unpin>(futures: Vec<Fut>) -> (Fut::Output, usize, Vec<Fut>) {
     let mut futures = futures;
     std::future::poll_fn(move |cx| {
         for index in 0..futures.len() {
-            if let std::task::Poll::Ready(output) = std::pin::Pin::new(&mut futures[index]).poll(cx)
-            {
+            if let std::task::Poll::Ready(output) = std::pin::Pin::new(&mut futures[index]).poll(cx) {
                 let mut rest = std::mem::take(&mut futures);
                 rest.remove(index);
                 return std::task::Poll::Ready((output, index, rest));
@@ -228,11 +210,7 @@ async fn status_reports_pending_applied_and_modified_migrations() {
 
     let text = migrator(&db, &["status"]).await;
     assert_success(&text);
-    let line = text
-        .stdout
-        .lines()
-        .find(|line| line.starts_with("0004"))
-        .unwrap();
+    let line = text.stdout.lines().find(|line| line.starts_with("0004")).unwrap();
     assert!(
         line.contains("pending") && line.contains("revoked tokens"),
         "{line}"
@@ -280,11 +258,7 @@ async fn reset_is_refused_in_production_and_needs_confirmation_elsewhere() {
         refused.error_lines(),
         ["error: reset is refused in production (MIGRATOR_ENVIRONMENT=production)"]
     );
-    assert_eq!(
-        count(&mut conn).await,
-        1,
-        "a refused reset touched the data"
-    );
+    assert_eq!(count(&mut conn).await, 1, "a refused reset touched the data");
 
     let unconfirmed = migrator(&db, &["reset"]).await;
     assert_eq!(unconfirmed.code, 64);
@@ -361,12 +335,7 @@ async fn a_database_that_comes_up_later_is_waited_for() {
         url: format!("postgres://postgres@127.0.0.1:{port}/{}", db.name),
     };
     let run = tokio::spawn(async move {
-        migrator_with(
-            &late,
-            &["up", "--json"],
-            &[("MIGRATOR_CONNECT_TIMEOUT", "60s")],
-        )
-        .await
+        migrator_with(&late, &["up", "--json"], &[("MIGRATOR_CONNECT_TIMEOUT", "60s")]).await
     });
     // The "database" appears after the migrator has failed to connect a few times.
     tokio::time::sleep(Duration::from_millis(800)).await;
@@ -374,10 +343,7 @@ async fn a_database_that_comes_up_later_is_waited_for() {
     let finished = run.await.unwrap();
     proxy.abort();
     assert_success(&finished);
-    assert_eq!(
-        json(&finished)["applied"].as_array().unwrap().len(),
-        MIGRATIONS
-    );
+    assert_eq!(json(&finished)["applied"].as_array().unwrap().len(), MIGRATIONS);
     assert!(
         finished
             .log_lines()
@@ -389,9 +355,7 @@ async fn a_database_that_comes_up_later_is_waited_for() {
 
 /// Listens on `port` and forwards every connection to the test PostgreSQL.
 async fn proxy_to_postgres(port: u16) {
-    let listener = tokio::net::TcpListener::bind(("127.0.0.1", port))
-        .await
-        .unwrap();
+    let listener = tokio::net::TcpListener::bind(("127.0.0.1", port)).await.unwrap();
     loop {
         let (mut inbound, _) = listener.accept().await.unwrap();
         tokio::spawn(async move {
@@ -517,10 +481,7 @@ async fn the_admin_listener_serves_metrics_and_health_while_running() {
     let waiter = command(
         "migrator",
         &["wait", "--timeout", "60s"],
-        &[
-            ("DATABASE_URL", &db.url),
-            ("MIGRATOR_ADMIN_LISTEN", &listen),
-        ],
+        &[("DATABASE_URL", &db.url), ("MIGRATOR_ADMIN_LISTEN", &listen)],
     )
     .spawn()
     .unwrap();
@@ -532,25 +493,14 @@ async fn the_admin_listener_serves_metrics_and_health_while_running() {
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     };
-    assert!(
-        metrics.contains("migrator_last_run_success -1"),
-        "{metrics}"
-    );
+    assert!(metrics.contains("migrator_last_run_success -1"), "{metrics}");
     assert!(
         metrics.contains("migrator_process_resident_memory_bytes"),
         "{metrics}"
     );
-    let live = client
-        .get(format!("{base}/health/live"))
-        .send()
-        .await
-        .unwrap();
+    let live = client.get(format!("{base}/health/live")).send().await.unwrap();
     assert_eq!(live.status(), 200);
-    let ready = client
-        .get(format!("{base}/health/ready"))
-        .send()
-        .await
-        .unwrap();
+    let ready = client.get(format!("{base}/health/ready")).send().await.unwrap();
     assert_eq!(ready.status(), 503, "waiting for the schema is not ready");
 
     assert_success(&migrator(&db, &["up"]).await);

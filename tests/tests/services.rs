@@ -109,14 +109,19 @@ async fn the_server_starts_without_redis_and_reports_it() {
 }
 
 #[tokio::test]
-async fn the_verifier_is_ready_with_redis() {
+async fn the_verifier_is_ready_once_keys_and_revocations_are_loaded() {
     let redis = test_redis();
+    let keys = platform_tests::keys::TestKeys::new(jsonwebtoken::Algorithm::RS256);
+    let ring = auth_server::keys::KeyRing::load(&keys.dir(), None).unwrap();
+    let jwks = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(jwks.path(), serde_json::to_vec(ring.jwks()).unwrap()).unwrap();
     let verifier = RunningService::start(
         "token-verifier",
         "VERIFIER_",
         &[
             ("REDIS_URL", &redis.url),
             ("VERIFIER_LISTEN", "127.0.0.1:0"),
+            ("VERIFIER_JWKS_PATH", jwks.path().to_str().unwrap()),
         ],
     )
     .await;
@@ -126,6 +131,7 @@ async fn the_verifier_is_ready_with_redis() {
         metrics.contains("verifier_process_resident_memory_bytes"),
         "{metrics}"
     );
+    assert!(metrics.contains("verifier_keys 1"), "{metrics}");
     let stopped = verifier.terminate().await;
     assert_eq!(stopped.code, 0, "{stopped:#?}");
 }
@@ -136,11 +142,8 @@ async fn bad_settings_stop_each_program_with_one_line_and_code_64() {
     let cases: [(&str, Environment, &str); 4] = [
         (
             "auth-server",
-            &[
-                ("AUTH_BCRYPT_COST", "x"),
-                ("AUTH_DATABASE_MAX_CONNECTIONS", "none"),
-            ],
-            "AUTH_DATABASE_MAX_CONNECTIONS",
+            &[("AUTH_UNRELATED", "x"), ("AUTH_BCRYPT_COST", "lots")],
+            "AUTH_BCRYPT_COST",
         ),
         (
             "auth-server",
@@ -159,11 +162,7 @@ async fn bad_settings_stop_each_program_with_one_line_and_code_64() {
         ),
     ];
     for (program, env, setting) in cases {
-        let args: &[&str] = if program == "migrator" {
-            &["status"]
-        } else {
-            &[]
-        };
+        let args: &[&str] = if program == "migrator" { &["status"] } else { &[] };
         let finished = run(program, args, env).await;
         assert_eq!(finished.code, 64, "{program}: {finished:#?}");
         let lines: Vec<&str> = finished.stderr.lines().collect();
@@ -173,11 +172,7 @@ async fn bad_settings_stop_each_program_with_one_line_and_code_64() {
             "{program}: {}",
             lines[0]
         );
-        assert!(
-            !finished.stderr.contains(":pw@"),
-            "a secret leaked: {}",
-            lines[0]
-        );
+        assert!(!finished.stderr.contains(":pw@"), "a secret leaked: {}", lines[0]);
     }
 }
 
@@ -193,6 +188,7 @@ async fn a_taken_port_is_one_clear_error() {
             ("REDIS_URL", &redis.url),
             ("VERIFIER_ADMIN_LISTEN", &addr),
             ("VERIFIER_LOG_FORMAT", "human"),
+            ("VERIFIER_JWKS_PATH", "/nonexistent/jwks.json"),
         ],
     )
     .await;

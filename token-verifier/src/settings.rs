@@ -1,5 +1,6 @@
 //! The verifier's settings (`VERIFIER_*`, plus `REDIS_URL`).
 
+use std::path::PathBuf;
 use std::str::FromStr;
 use std::time::Duration;
 
@@ -14,6 +15,29 @@ pub const ENV_PREFIX: &str = "VERIFIER_";
 /// Settings read without the prefix.
 pub const UNPREFIXED: &[&str] = &["REDIS_URL"];
 
+/// How revocations are checked.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RevocationMode {
+    /// An in-memory index following the revocation stream: no Redis round trip per request.
+    Index,
+    /// One Redis `MGET` of the revocation keys per request.
+    Lookup,
+}
+
+/// A per-route requirement: requests whose path starts with `path` (and whose method is one of
+/// `methods`, if given) need a token carrying one of `roles`.
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+pub struct RouteRule {
+    /// A path prefix.
+    pub path: String,
+    /// The methods the rule applies to; all when empty.
+    #[serde(default)]
+    pub methods: Vec<String>,
+    /// The roles allowed (any one of them suffices).
+    pub roles: Vec<String>,
+}
+
 /// Everything the verifier can be configured with.
 #[derive(Debug, Deserialize)]
 #[serde(default)]
@@ -22,11 +46,54 @@ pub struct Settings {
     pub listen: String,
     /// Where `/metrics` and the health probes listen.
     pub admin_listen: String,
-    /// The Redis URL holding the revocation stream.
+    /// With an upstream (`http://127.0.0.1:3000`) the verifier is a reverse proxy in front of it;
+    /// without, it answers forward-auth requests on `/verify`.
+    pub upstream: Option<String>,
+    /// Path prefixes that need no token.
+    pub public_paths: Vec<String>,
+    /// Role requirements by path prefix; the longest matching prefix wins.
+    pub rules: Vec<RouteRule>,
+    /// A cookie to read the token from when there is no `Authorization` header.
+    pub token_cookie: Option<String>,
+    /// The expected `iss`.
+    pub issuer: String,
+    /// The expected `aud`.
+    pub audience: String,
+    /// Clock skew tolerated on `exp` and `nbf`.
+    #[serde(with = "humantime_serde")]
+    pub leeway: Duration,
+    /// The auth server's JWKS (`http://auth-server/.well-known/jwks.json`).
+    pub jwks_url: Option<String>,
+    /// A mounted JWKS file instead of a URL (re-read when it changes).
+    pub jwks_path: Option<PathBuf>,
+    /// How often the keys are refreshed.
+    #[serde(with = "humantime_serde")]
+    pub jwks_refresh_interval: Duration,
+    /// The least time between two refetches triggered by an unknown `kid`.
+    #[serde(with = "humantime_serde")]
+    pub jwks_refetch_cooldown: Duration,
+    /// How long a key fetch may take.
+    #[serde(with = "humantime_serde")]
+    pub jwks_timeout: Duration,
+    /// `index` (default) or `lookup`.
+    pub revocation_mode: RevocationMode,
+    /// The Redis URL holding the revocation stream and keys.
     pub redis_url: SecretString,
-    /// How long a Redis operation may take before it counts as failed.
+    /// The Redis key namespace.
+    pub redis_namespace: String,
+    /// How long a Redis operation may take.
     #[serde(with = "humantime_serde")]
     pub redis_timeout: Duration,
+    /// How long the index may go without hearing from Redis before the revocation state counts as
+    /// unknown.
+    #[serde(with = "humantime_serde")]
+    pub redis_grace: Duration,
+    /// Accept valid tokens when the revocation state is unknown (default: refuse with 503).
+    pub fail_open: bool,
+    /// Verified tokens remembered (0 turns the cache off).
+    pub cache_size: usize,
+    /// Log every request (off by default: a sidecar sees every request of its app).
+    pub access_log: bool,
     /// How long in-flight requests may finish after SIGTERM.
     #[serde(with = "humantime_serde")]
     pub shutdown_grace: Duration,
@@ -43,13 +110,41 @@ impl Default for Settings {
         Self {
             listen: "0.0.0.0:8181".to_owned(),
             admin_listen: "0.0.0.0:9191".to_owned(),
+            upstream: None,
+            public_paths: Vec::new(),
+            rules: Vec::new(),
+            token_cookie: None,
+            issuer: "http://localhost:8080".to_owned(),
+            audience: "auth-platform".to_owned(),
+            leeway: Duration::from_secs(30),
+            jwks_url: None,
+            jwks_path: None,
+            jwks_refresh_interval: Duration::from_secs(300),
+            jwks_refetch_cooldown: Duration::from_secs(10),
+            jwks_timeout: Duration::from_secs(2),
+            revocation_mode: RevocationMode::Index,
             redis_url: SecretString::from("redis://127.0.0.1:6379"),
+            redis_namespace: "auth".to_owned(),
             redis_timeout: Duration::from_secs(1),
+            redis_grace: Duration::from_secs(5),
+            fail_open: false,
+            cache_size: 10_000,
+            access_log: false,
             shutdown_grace: Duration::from_secs(5),
             environment: Environment::Development,
             log_format: LogFormat::Json,
             log_level: "info".to_owned(),
         }
+    }
+}
+
+fn http_url(name: &str, url: &str) -> Result<(), SettingsError> {
+    match url.parse::<hyper::Uri>() {
+        Ok(uri) if uri.scheme_str() == Some("http") && uri.host().is_some() => Ok(()),
+        _ => Err(SettingsError::new(
+            name,
+            "expected an http:// URL (in-cluster plain HTTP; mount a file or use a mesh for TLS)",
+        )),
     }
 }
 
@@ -62,17 +157,54 @@ impl Validate for Settings {
             ("VERIFIER_ADMIN_LISTEN", &self.admin_listen),
         ] {
             if std::net::SocketAddr::from_str(addr).is_err() {
+                return Err(SettingsError::new(name, "expected an address like 0.0.0.0:8181"));
+            }
+        }
+        match (&self.jwks_url, &self.jwks_path) {
+            (Some(url), None) => http_url("VERIFIER_JWKS_URL", url)?,
+            (None, Some(_)) => {}
+            _ => {
                 return Err(SettingsError::new(
-                    name,
-                    "expected an address like 0.0.0.0:8181",
+                    "VERIFIER_JWKS_URL",
+                    "set exactly one of VERIFIER_JWKS_URL and VERIFIER_JWKS_PATH",
                 ));
             }
         }
-        if !auth_core::telemetry::is_valid_filter(&self.log_level) {
+        if let Some(upstream) = &self.upstream {
+            http_url("VERIFIER_UPSTREAM", upstream)?;
+        }
+        for path in self
+            .public_paths
+            .iter()
+            .chain(self.rules.iter().map(|rule| &rule.path))
+        {
+            if !path.starts_with('/') {
+                return Err(SettingsError::new(
+                    "VERIFIER_RULES",
+                    format!("path {path} must start with /"),
+                ));
+            }
+        }
+        if self.rules.iter().any(|rule| rule.roles.is_empty()) {
             return Err(SettingsError::new(
-                "VERIFIER_LOG_LEVEL",
-                "not a valid log filter",
+                "VERIFIER_RULES",
+                "every rule needs at least one role",
             ));
+        }
+        if self.issuer.is_empty() || self.audience.is_empty() {
+            return Err(SettingsError::new(
+                "VERIFIER_ISSUER",
+                "issuer and audience must be set",
+            ));
+        }
+        if self.jwks_refresh_interval.is_zero() {
+            return Err(SettingsError::new(
+                "VERIFIER_JWKS_REFRESH_INTERVAL",
+                "must be more than zero",
+            ));
+        }
+        if !auth_core::telemetry::is_valid_filter(&self.log_level) {
+            return Err(SettingsError::new("VERIFIER_LOG_LEVEL", "not a valid log filter"));
         }
         Ok(())
     }

@@ -104,8 +104,7 @@ impl Revocation {
             RevocationKind::Token => self.id == claims.jti.to_string(),
             RevocationKind::Session => self.id == claims.sid.to_string(),
             RevocationKind::User => {
-                self.id == claims.sub.to_string()
-                    && self.before.is_some_and(|before| claims.iat <= before)
+                self.id == claims.sub.to_string() && self.before.is_some_and(|before| claims.iat <= before)
             }
             RevocationKind::Key => self.id == token.kid,
         }

@@ -27,9 +27,7 @@ pub async fn lookup<C: ConnectionLike>(
     Ok(probes.iter().zip(values).find_map(|((kind, _), value)| {
         let value = value?;
         let applies = match kind {
-            RevocationKind::User => value
-                .parse::<i64>()
-                .is_ok_and(|before| claims.iat <= before),
+            RevocationKind::User => value.parse::<i64>().is_ok_and(|before| claims.iat <= before),
             _ => true,
         };
         applies.then_some(*kind)

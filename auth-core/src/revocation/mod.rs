@@ -4,11 +4,15 @@
 //! revocation stream, so a verifier can follow every revocation without a lookup per request.
 
 mod entry;
+mod follower;
+mod index;
 mod keys;
 mod lookup;
 mod publish;
 
 pub use entry::{Revocation, RevocationKind};
+pub use follower::{FollowerStatus, StreamFollower};
+pub use index::RevocationIndex;
 pub use keys::RedisKeys;
 pub use lookup::lookup;
 pub use publish::{publish, unix_now};

@@ -10,9 +10,7 @@ use super::{RedisKeys, Revocation};
 pub fn unix_now() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |elapsed| {
-            i64::try_from(elapsed.as_secs()).unwrap_or(i64::MAX)
-        })
+        .map_or(0, |elapsed| i64::try_from(elapsed.as_secs()).unwrap_or(i64::MAX))
 }
 
 /// Sets the revocation's key (expiring at `until`) and appends it to the stream, trimming entries
@@ -25,14 +23,9 @@ pub async fn publish<C: ConnectionLike>(
     retention: Duration,
 ) -> redis::RedisResult<()> {
     let ttl = (revocation.until - unix_now()).max(1);
-    let min_id =
-        (unix_now() - i64::try_from(retention.as_secs()).unwrap_or(i64::MAX)).max(0) * 1000;
+    let min_id = (unix_now() - i64::try_from(retention.as_secs()).unwrap_or(i64::MAX)).max(0) * 1000;
     let mut xadd = redis::cmd("XADD");
-    xadd.arg(keys.stream())
-        .arg("MINID")
-        .arg("~")
-        .arg(min_id)
-        .arg("*");
+    xadd.arg(keys.stream()).arg("MINID").arg("~").arg(min_id).arg("*");
     for (field, value) in revocation.stream_fields() {
         xadd.arg(field).arg(value);
     }

@@ -65,14 +65,8 @@ fn stream_fields_round_trip() {
 #[test]
 fn keys_follow_the_namespace_scheme() {
     let keys = RedisKeys::new("auth");
-    assert_eq!(
-        keys.revoked(RevocationKind::Token, "j"),
-        "auth:revoked:jti:j"
-    );
-    assert_eq!(
-        keys.revoked(RevocationKind::User, "u"),
-        "auth:revoked:user:u"
-    );
+    assert_eq!(keys.revoked(RevocationKind::Token, "j"), "auth:revoked:jti:j");
+    assert_eq!(keys.revoked(RevocationKind::User, "u"), "auth:revoked:user:u");
     assert_eq!(keys.stream(), "auth:revocations");
     assert_eq!(
         keys.rate_limit("login", "1.2.3.4"),

@@ -53,11 +53,7 @@ fn defaults_apply_when_nothing_is_set() {
 #[test]
 fn environment_overrides_file_which_overrides_defaults() {
     let mut file = tempfile::NamedTempFile::new().unwrap();
-    writeln!(
-        file,
-        "listen = \"127.0.0.1:1\"\ncost = 10\n[nested]\ndepth = 3"
-    )
-    .unwrap();
+    writeln!(file, "listen = \"127.0.0.1:1\"\ncost = 10\n[nested]\ndepth = 3").unwrap();
     let settings: Example = source(&[("TEST_COST", "11"), ("UNRELATED", "x")])
         .with_file(Some(file.path()))
         .load()
@@ -109,9 +105,7 @@ fn an_unreadable_secret_file_names_the_variable() {
 
 #[test]
 fn a_wrong_type_names_the_environment_variable() {
-    let error = source(&[("TEST_COST", "lots")])
-        .load::<Example>()
-        .unwrap_err();
+    let error = source(&[("TEST_COST", "lots")]).load::<Example>().unwrap_err();
     assert_eq!(error.setting, "TEST_COST");
     assert!(
         error

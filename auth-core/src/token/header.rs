@@ -66,8 +66,5 @@ pub(super) fn check(segment: &[u8]) -> Result<CheckedHeader, TokenError> {
     if kid.is_empty() || kid.len() > MAX_KID_LEN || !kid.bytes().all(|b| b.is_ascii_graphic()) {
         return Err(TokenError::Malformed);
     }
-    Ok(CheckedHeader {
-        alg: header.alg,
-        kid,
-    })
+    Ok(CheckedHeader { alg: header.alg, kid })
 }

@@ -50,16 +50,15 @@ fn signing_algorithm(alg: KeyAlgorithm) -> Option<Algorithm> {
 impl KeySet {
     /// Parses a JWKS document (the JSON served at `/.well-known/jwks.json`).
     pub fn from_json(json: &[u8]) -> Result<Self, KeySetError> {
-        let set: JwkSet = serde_json::from_slice(json)
-            .map_err(|error| KeySetError::Invalid(error.to_string()))?;
+        let set: JwkSet =
+            serde_json::from_slice(json).map_err(|error| KeySetError::Invalid(error.to_string()))?;
         Self::from_jwks(&set)
     }
 
     /// Keeps every key that has a `kid`, a supported asymmetric `alg` and (if stated) `use: sig`.
     /// A key without `alg` is skipped: guessing its algorithm is how algorithm confusion starts.
     pub fn from_jwks(set: &JwkSet) -> Result<Self, KeySetError> {
-        let keys: HashMap<String, VerificationKey> =
-            set.keys.iter().filter_map(usable_key).collect();
+        let keys: HashMap<String, VerificationKey> = set.keys.iter().filter_map(usable_key).collect();
         if keys.is_empty() {
             return Err(KeySetError::Empty);
         }

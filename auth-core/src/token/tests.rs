@@ -69,8 +69,7 @@ fn sign_raw(f: &Fixture, header: &Value, claims: &str) -> String {
         URL_SAFE_NO_PAD.encode(header.to_string()),
         URL_SAFE_NO_PAD.encode(claims)
     );
-    let signature =
-        jsonwebtoken::crypto::sign(message.as_bytes(), &f.encoding, Algorithm::RS256).unwrap();
+    let signature = jsonwebtoken::crypto::sign(message.as_bytes(), &f.encoding, Algorithm::RS256).unwrap();
     format!("{message}.{signature}")
 }
 
@@ -89,10 +88,7 @@ fn a_well_formed_token_is_accepted_with_its_claims() {
     let verified = check(&f, &sign(&f, &header(), &claims)).unwrap();
     assert_eq!(verified.kid, "key-1");
     assert_eq!(verified.claims.email, "a@example.com");
-    assert_eq!(
-        verified.claims.sub.to_string(),
-        claims["sub"].as_str().unwrap()
-    );
+    assert_eq!(verified.claims.sub.to_string(), claims["sub"].as_str().unwrap());
 }
 
 #[test]
@@ -145,8 +141,7 @@ fn hmac_signed_with_the_public_key_is_refused() {
         URL_SAFE_NO_PAD.encode(claims().to_string())
     );
     let secret = EncodingKey::from_secret(n.as_bytes());
-    let signature =
-        jsonwebtoken::crypto::sign(message.as_bytes(), &secret, Algorithm::HS256).unwrap();
+    let signature = jsonwebtoken::crypto::sign(message.as_bytes(), &secret, Algorithm::HS256).unwrap();
     assert_eq!(
         check(&f, &format!("{message}.{signature}")),
         Err(TokenError::AlgorithmMismatch)
@@ -259,8 +254,7 @@ fn duplicate_claims_or_header_fields_are_refused() {
         URL_SAFE_NO_PAD.encode(header),
         URL_SAFE_NO_PAD.encode(&body)
     );
-    let signature =
-        jsonwebtoken::crypto::sign(message.as_bytes(), &f.encoding, Algorithm::RS256).unwrap();
+    let signature = jsonwebtoken::crypto::sign(message.as_bytes(), &f.encoding, Algorithm::RS256).unwrap();
     assert_eq!(
         check(&f, &format!("{message}.{signature}")),
         Err(TokenError::Malformed)
@@ -379,8 +373,7 @@ fn a_jwks_without_algorithms_or_with_symmetric_keys_yields_no_keys() {
         .is_err()
     );
     let hmac: Jwk =
-        serde_json::from_value(json!({"kty":"oct","k":"c2VjcmV0","alg":"HS256","kid":"h"}))
-            .unwrap();
+        serde_json::from_value(json!({"kty":"oct","k":"c2VjcmV0","alg":"HS256","kid":"h"})).unwrap();
     assert_eq!(
         KeySet::from_jwks(&JwkSet { keys: vec![hmac] }).err(),
         Some(KeySetError::Empty)

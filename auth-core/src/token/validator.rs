@@ -122,12 +122,9 @@ impl TokenValidator {
             return Err(TokenError::TooLarge);
         }
         let mut segments = token.as_bytes().split(|&b| b == b'.');
-        let (Some(header), Some(payload), Some(signature), None) = (
-            segments.next(),
-            segments.next(),
-            segments.next(),
-            segments.next(),
-        ) else {
+        let (Some(header), Some(payload), Some(signature), None) =
+            (segments.next(), segments.next(), segments.next(), segments.next())
+        else {
             return Err(TokenError::Malformed);
         };
         if ![header, payload, signature]
@@ -138,14 +135,12 @@ impl TokenValidator {
         }
         let header = header::check(header)?;
         let key = keys.get(&header.kid).ok_or(TokenError::UnknownKey)?;
-        let algorithm =
-            Algorithm::from_str(&header.alg).map_err(|_| TokenError::AlgorithmMismatch)?;
+        let algorithm = Algorithm::from_str(&header.alg).map_err(|_| TokenError::AlgorithmMismatch)?;
         if algorithm != key.algorithm {
             return Err(TokenError::AlgorithmMismatch);
         }
-        let data =
-            jsonwebtoken::decode::<AccessClaims>(token, &key.key, &self.validation(algorithm))
-                .map_err(|error| classify(error.kind()))?;
+        let data = jsonwebtoken::decode::<AccessClaims>(token, &key.key, &self.validation(algorithm))
+            .map_err(|error| classify(error.kind()))?;
         Ok(VerifiedToken {
             claims: data.claims,
             kid: header.kid,
@@ -172,9 +167,9 @@ fn classify(kind: &ErrorKind) -> TokenError {
         ErrorKind::InvalidIssuer => TokenError::WrongIssuer,
         ErrorKind::InvalidAudience => TokenError::WrongAudience,
         ErrorKind::InvalidAlgorithm | ErrorKind::MissingAlgorithm => TokenError::AlgorithmMismatch,
-        ErrorKind::MissingRequiredClaim(_)
-        | ErrorKind::InvalidClaimFormat(_)
-        | ErrorKind::Json(_) => TokenError::InvalidClaims,
+        ErrorKind::MissingRequiredClaim(_) | ErrorKind::InvalidClaimFormat(_) | ErrorKind::Json(_) => {
+            TokenError::InvalidClaims
+        }
         _ => TokenError::Malformed,
     }
 }

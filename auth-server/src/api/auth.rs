@@ -100,12 +100,8 @@ impl AuthApi {
             first_name: request.first_name.as_deref(),
             last_name: request.last_name.as_deref(),
         };
-        let grant = accounts::register(
-            state,
-            registration,
-            &client_info(req, state.trusted_proxy_hops),
-        )
-        .await?;
+        let grant =
+            accounts::register(state, registration, &client_info(req, state.trusted_proxy_hops)).await?;
         let (body, cookie) = granted(state, grant);
         Ok(CreatedResponse::Created(body, cookie))
     }
@@ -157,12 +153,7 @@ impl AuthApi {
             .refresh_token
             .or(cookie.0)
             .ok_or(ApiError::BadRefreshToken)?;
-        let grant = refresh::refresh(
-            state,
-            &presented,
-            &client_info(req, state.trusted_proxy_hops),
-        )
-        .await?;
+        let grant = refresh::refresh(state, &presented, &client_info(req, state.trusted_proxy_hops)).await?;
         let (body, cookie) = granted(state, grant);
         Ok(GrantResponse::Ok(body, cookie))
     }
@@ -178,9 +169,7 @@ impl AuthApi {
     ) -> Result<LoggedOut, Errors<{ UNAUTHORIZED | UNAVAILABLE }>> {
         let state = &*self.state;
         logout::logout(state, &auth.0, &client_info(req, state.trusted_proxy_hops)).await?;
-        Ok(LoggedOut::NoContent(clear_refresh_cookie(
-            state.refresh_delivery,
-        )))
+        Ok(LoggedOut::NoContent(clear_refresh_cookie(state.refresh_delivery)))
     }
 
     /// Log out everywhere
@@ -194,20 +183,13 @@ impl AuthApi {
     ) -> Result<LoggedOut, Errors<{ UNAUTHORIZED | UNAVAILABLE }>> {
         let state = &*self.state;
         logout::logout_all(state, &auth.0, &client_info(req, state.trusted_proxy_hops)).await?;
-        Ok(LoggedOut::NoContent(clear_refresh_cookie(
-            state.refresh_delivery,
-        )))
+        Ok(LoggedOut::NoContent(clear_refresh_cookie(state.refresh_delivery)))
     }
 
     /// The current user
     #[oai(path = "/me", method = "get")]
-    async fn me(
-        &self,
-        auth: BearerAuth,
-    ) -> Result<Json<UserView>, Errors<{ UNAUTHORIZED | UNAVAILABLE }>> {
-        Ok(Json(
-            changes::current_user(&self.state, &auth.0).await?.into(),
-        ))
+    async fn me(&self, auth: BearerAuth) -> Result<Json<UserView>, Errors<{ UNAUTHORIZED | UNAVAILABLE }>> {
+        Ok(Json(changes::current_user(&self.state, &auth.0).await?.into()))
     }
 
     /// Change the password

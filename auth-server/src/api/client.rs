@@ -11,10 +11,7 @@ const MAX_USER_AGENT: usize = 512;
 /// The client of `req`. With `trusted_hops` proxies in front, the address is the entry that many
 /// places from the right of `X-Forwarded-For` (entries further left are client-controlled).
 pub fn client_info(req: &Request, trusted_hops: usize) -> ClientInfo {
-    let peer = req
-        .remote_addr()
-        .as_socket_addr()
-        .map(std::net::SocketAddr::ip);
+    let peer = req.remote_addr().as_socket_addr().map(std::net::SocketAddr::ip);
     let ip = if trusted_hops == 0 {
         peer
     } else {

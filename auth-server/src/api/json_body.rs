@@ -49,9 +49,7 @@ impl<'a, T: Type + DeserializeOwned> ApiExtractor<'a> for JsonBody<T> {
         body: &mut RequestBody,
         _options: ExtractParamOptions<Self::ParamType>,
     ) -> poem::Result<Self> {
-        let limit = request
-            .data::<BodyLimit>()
-            .map_or(DEFAULT_LIMIT, |limit| limit.0);
+        let limit = request.data::<BodyLimit>().map_or(DEFAULT_LIMIT, |limit| limit.0);
         let declared = request
             .headers()
             .get(poem::http::header::CONTENT_LENGTH)
@@ -113,12 +111,10 @@ pub fn parse<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
             field,
         }
     })?;
-    deserializer
-        .end()
-        .map_err(|error| ApiError::MalformedBody {
-            field: None,
-            detail: describe(&error),
-        })?;
+    deserializer.end().map_err(|error| ApiError::MalformedBody {
+        field: None,
+        detail: describe(&error),
+    })?;
     Ok(value)
 }
 
@@ -157,8 +153,7 @@ mod tests {
 
     #[test]
     fn a_wrong_type_names_the_field() {
-        let (field, detail) =
-            field_of(parse::<Login>(br#"{"email": 5, "password": "x"}"#).unwrap_err());
+        let (field, detail) = field_of(parse::<Login>(br#"{"email": 5, "password": "x"}"#).unwrap_err());
         assert_eq!(field.as_deref(), Some("email"));
         assert!(detail.contains("expected a string"), "{detail}");
     }
@@ -167,9 +162,8 @@ mod tests {
     fn a_missing_or_unknown_field_is_reported() {
         let (_, detail) = field_of(parse::<Login>(br#"{"email": "a"}"#).unwrap_err());
         assert!(detail.contains("missing field `password`"), "{detail}");
-        let (_, detail) = field_of(
-            parse::<Login>(br#"{"email":"a","password":"b","role":"admin"}"#).unwrap_err(),
-        );
+        let (_, detail) =
+            field_of(parse::<Login>(br#"{"email":"a","password":"b","role":"admin"}"#).unwrap_err());
         assert!(detail.contains("unknown field `role`"), "{detail}");
     }
 

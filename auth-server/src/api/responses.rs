@@ -52,11 +52,7 @@ const STATUSES: [(u16, u16, &str); 9] = [
         422,
         "Some fields are invalid; `errors` lists them.",
     ),
-    (
-        TOO_MANY_REQUESTS,
-        429,
-        "Too many attempts; see `Retry-After`.",
-    ),
+    (TOO_MANY_REQUESTS, 429, "Too many attempts; see `Retry-After`."),
     (
         UNAVAILABLE,
         503,

@@ -7,7 +7,8 @@ use poem_openapi::SecurityScheme;
 use poem_openapi::auth::Bearer;
 
 use crate::error::ApiError;
-use crate::state::SharedState;
+use crate::state::{AppState, SharedState};
+use crate::store::revoked;
 
 /// A request authenticated by an access token from `POST /api/auth/login`.
 #[derive(SecurityScheme)]
@@ -15,17 +16,15 @@ use crate::state::SharedState;
 pub struct BearerAuth(pub VerifiedToken);
 
 /// Verifies the token and checks the revocation keys in Redis (the server has Redis at hand, so
-/// it does not keep the verifier's in-memory index).
+/// it does not keep the verifier's in-memory index). When Redis is unreachable, PostgreSQL, which
+/// holds every revocation durably, answers instead, so the account API (logout above all) keeps
+/// working through a Redis outage.
 async fn authenticate(req: &Request, _bearer: Bearer) -> poem::Result<VerifiedToken> {
     let state = req
         .data::<SharedState>()
         .ok_or_else(|| ApiError::Unexpected(anyhow::anyhow!("no application state")))?;
     let rejected = |reason: &str| {
-        state
-            .metrics
-            .token_rejections
-            .with_label_values(&[reason])
-            .inc();
+        state.metrics.token_rejections.with_label_values(&[reason]).inc();
         poem::Error::from(ApiError::BadToken)
     };
     let token = bearer_token(req.headers()).map_err(|_| rejected("malformed_header"))?;
@@ -33,12 +32,24 @@ async fn authenticate(req: &Request, _bearer: Bearer) -> poem::Result<VerifiedTo
         .validator
         .validate(token, state.keys.verification_keys())
         .map_err(|error| rejected(error.label()))?;
-    let mut conn = state.redis.get().await.map_err(ApiError::from)?;
-    match lookup(&mut *conn, &state.redis_keys, &verified)
-        .await
-        .map_err(ApiError::from)?
-    {
-        Some(_) => Err(rejected("revoked")),
-        None => Ok(verified),
+    let revoked = match revoked_in_redis(state, &verified).await {
+        Some(revoked) => revoked,
+        None => revoked::applies_to(&state.db, &verified)
+            .await
+            .map_err(ApiError::from)?,
+    };
+    if revoked {
+        Err(rejected("revoked"))
+    } else {
+        Ok(verified)
     }
+}
+
+/// The answer of the revocation keys, or `None` when Redis cannot be asked.
+async fn revoked_in_redis(state: &AppState, token: &VerifiedToken) -> Option<bool> {
+    let mut conn = state.redis.get().await.ok()?;
+    lookup(&mut *conn, &state.redis_keys, token)
+        .await
+        .ok()
+        .map(|kind| kind.is_some())
 }

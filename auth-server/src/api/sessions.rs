@@ -68,13 +68,7 @@ impl SessionsApi {
         id: Path<Uuid>,
     ) -> Result<Revoked, Errors<{ UNAUTHORIZED | NOT_FOUND | UNAVAILABLE }>> {
         let state = &*self.state;
-        logout::revoke_session(
-            state,
-            &auth.0,
-            id.0,
-            &client_info(req, state.trusted_proxy_hops),
-        )
-        .await?;
+        logout::revoke_session(state, &auth.0, id.0, &client_info(req, state.trusted_proxy_hops)).await?;
         Ok(Revoked::NoContent)
     }
 }

@@ -42,9 +42,7 @@ impl UsersApi {
         &self,
         auth: BearerAuth,
     ) -> Result<Json<UserView>, Errors<{ UNAUTHORIZED | UNAVAILABLE }>> {
-        Ok(Json(
-            changes::current_user(&self.state, &auth.0).await?.into(),
-        ))
+        Ok(Json(changes::current_user(&self.state, &auth.0).await?.into()))
     }
 
     /// Update my profile

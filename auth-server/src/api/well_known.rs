@@ -86,23 +86,14 @@ impl WellKnownApi {
     #[oai(path = "/.well-known/jwks.json", method = "get")]
     async fn jwks(&self) -> Result<JwksResponse, Errors<0>> {
         let value = serde_json::to_value(self.state.keys.jwks()).map_err(anyhow::Error::from)?;
-        let document: JwkSetDocument =
-            serde_json::from_value(value).map_err(anyhow::Error::from)?;
-        Ok(JwksResponse::Ok(
-            Json(document),
-            "public, max-age=300".to_owned(),
-        ))
+        let document: JwkSetDocument = serde_json::from_value(value).map_err(anyhow::Error::from)?;
+        Ok(JwksResponse::Ok(Json(document), "public, max-age=300".to_owned()))
     }
 
     /// Discovery document
     #[oai(path = "/.well-known/openid-configuration", method = "get")]
     async fn discovery(&self) -> Result<Json<Discovery>, Errors<0>> {
-        let issuer = self
-            .state
-            .validator
-            .issuer()
-            .trim_end_matches('/')
-            .to_owned();
+        let issuer = self.state.validator.issuer().trim_end_matches('/').to_owned();
         let algorithms = self
             .state
             .keys

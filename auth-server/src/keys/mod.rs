@@ -41,17 +41,12 @@ impl SigningKey {
                 let encoding = parse(pem).ok()?;
                 Self::new(name, algorithm, encoding).ok()
             })
-            .ok_or_else(|| {
-                KeyError(format!(
-                    "{name}: not a usable RSA, EC or Ed25519 private key"
-                ))
-            })
+            .ok_or_else(|| KeyError(format!("{name}: not a usable RSA, EC or Ed25519 private key")))
     }
 
     fn new(name: &str, algorithm: Algorithm, encoding: EncodingKey) -> Result<Self, KeyError> {
         let broken = |what: &str| KeyError(format!("{name}: {what}"));
-        let mut jwk =
-            Jwk::from_encoding_key(&encoding, algorithm).map_err(|_| broken("no public key"))?;
+        let mut jwk = Jwk::from_encoding_key(&encoding, algorithm).map_err(|_| broken("no public key"))?;
         let kid = jwk
             .thumbprint(ThumbprintHash::SHA256)
             .map_err(|_| broken("no thumbprint"))?;
@@ -64,8 +59,7 @@ impl SigningKey {
             encoding,
             jwk,
         };
-        key.self_test()
-            .map_err(|_| broken("cannot sign and verify"))?;
+        key.self_test().map_err(|_| broken("cannot sign and verify"))?;
         Ok(key)
     }
 
@@ -118,23 +112,18 @@ impl KeyRing {
                     .file_stem()
                     .map(|s| s.to_string_lossy().into_owned())
                     .unwrap_or_default();
-                let pem = std::fs::read(path).map_err(|error| {
-                    KeyError(format!("cannot read {}: {error}", path.display()))
-                })?;
+                let pem = std::fs::read(path)
+                    .map_err(|error| KeyError(format!("cannot read {}: {error}", path.display())))?;
                 SigningKey::from_pem(&name, &pem)
             })
             .collect::<Result<Vec<_>, _>>()?;
-        Self::new(keys, active)
-            .map_err(|KeyError(problem)| KeyError(format!("{}: {problem}", dir.display())))
+        Self::new(keys, active).map_err(|KeyError(problem)| KeyError(format!("{}: {problem}", dir.display())))
     }
 
     /// One freshly generated key, for development only: it changes on every start.
     pub fn ephemeral(algorithm: Algorithm) -> Result<Self, KeyError> {
         let pem = generate_pem(algorithm)?;
-        Self::new(
-            vec![SigningKey::from_pem("ephemeral", pem.as_bytes())?],
-            None,
-        )
+        Self::new(vec![SigningKey::from_pem("ephemeral", pem.as_bytes())?], None)
     }
 
     fn new(keys: Vec<SigningKey>, active: Option<&str>) -> Result<Self, KeyError> {
@@ -145,9 +134,7 @@ impl KeyRing {
             Some(wanted) => keys
                 .iter()
                 .position(|key| key.name == wanted || key.kid == wanted)
-                .ok_or_else(|| {
-                    KeyError(format!("the active key {wanted} is not among the keys"))
-                })?,
+                .ok_or_else(|| KeyError(format!("the active key {wanted} is not among the keys")))?,
             None => keys.len() - 1,
         };
         let jwks = JwkSet {

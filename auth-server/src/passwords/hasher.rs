@@ -53,8 +53,7 @@ impl PasswordHasher {
     ) -> Result<Self, HashError> {
         let mut seed = [0u8; 16];
         getrandom::fill(&mut seed).map_err(|error| HashError::Failed(error.to_string()))?;
-        let dummy_hash =
-            bcrypt::hash(seed, cost).map_err(|error| HashError::Failed(error.to_string()))?;
+        let dummy_hash = bcrypt::hash(seed, cost).map_err(|error| HashError::Failed(error.to_string()))?;
         Ok(Self {
             cost,
             permits: Arc::new(Semaphore::new(concurrency.max(1))),
@@ -118,13 +117,7 @@ mod tests {
     use super::*;
 
     fn hasher(concurrency: usize, queue: usize) -> PasswordHasher {
-        PasswordHasher::new(
-            4,
-            concurrency,
-            queue,
-            IntGauge::new("depth", "depth").unwrap(),
-        )
-        .unwrap()
+        PasswordHasher::new(4, concurrency, queue, IntGauge::new("depth", "depth").unwrap()).unwrap()
     }
 
     #[tokio::test]
@@ -144,8 +137,7 @@ mod tests {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_full_queue_answers_busy_instead_of_waiting() {
         let hasher = PasswordHasher::new(10, 1, 1, IntGauge::new("d", "d").unwrap()).unwrap();
-        let results =
-            futures_util::future::join_all((0..6).map(|_| hasher.hash("some password"))).await;
+        let results = futures_util::future::join_all((0..6).map(|_| hasher.hash("some password"))).await;
         let busy = results
             .iter()
             .filter(|r| matches!(r, Err(HashError::Busy)))

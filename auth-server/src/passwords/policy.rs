@@ -66,10 +66,6 @@ mod tests {
     #[test]
     fn the_email_address_is_refused() {
         assert!(problem("Alice.Smith").unwrap().contains("email"));
-        assert!(
-            problem("alice.smith@example.com")
-                .unwrap()
-                .contains("email")
-        );
+        assert!(problem("alice.smith@example.com").unwrap().contains("email"));
     }
 }

@@ -39,11 +39,7 @@ pub async fn register(
 ) -> Result<Grant, ApiError> {
     state
         .limiter
-        .check(
-            "register",
-            &client_key(client),
-            state.rate_limits.register_per_ip,
-        )
+        .check("register", &client_key(client), state.rate_limits.register_per_ip)
         .await?;
     let email = new.email.trim();
     let mut problems = Problems::default();
@@ -122,35 +118,22 @@ pub async fn login(
             .await?;
         state
             .limiter
-            .check(
-                "login-account",
-                &account_key,
-                state.rate_limits.login_per_account,
-            )
+            .check("login-account", &account_key, state.rate_limits.login_per_account)
             .await
     };
     if let Err(error) = limits.await {
         if matches!(error, ApiError::RateLimited { .. }) {
-            state
-                .metrics
-                .logins
-                .with_label_values(&["rate_limited"])
-                .inc();
+            state.metrics.logins.with_label_values(&["rate_limited"]).inc();
         }
         return Err(error);
     }
     let user = match name {
         LoginName::Email(email) => users::find_by_email(&state.db, email.trim()).await?,
-        LoginName::Username(username) => {
-            users::find_by_username(&state.db, username.trim()).await?
-        }
+        LoginName::Username(username) => users::find_by_username(&state.db, username.trim()).await?,
     };
     let matched = state
         .hasher
-        .verify(
-            password,
-            user.as_ref().map(|user| user.password_hash.as_str()),
-        )
+        .verify(password, user.as_ref().map(|user| user.password_hash.as_str()))
         .await?;
     let user = match user {
         Some(user) if matched && !user.is_locked() => user,

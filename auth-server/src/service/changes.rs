@@ -25,11 +25,7 @@ async fn confirm_password(
     field: &str,
     password: &str,
 ) -> Result<(), ApiError> {
-    if state
-        .hasher
-        .verify(password, Some(&user.password_hash))
-        .await?
-    {
+    if state.hasher.verify(password, Some(&user.password_hash)).await? {
         Ok(())
     } else {
         Err(ApiError::Validation(vec![FieldError::new(
@@ -80,12 +76,10 @@ pub async fn change_password(
         },
     )
     .await?;
-    let user = users::find(&mut *tx, user.id)
-        .await?
-        .ok_or(ApiError::BadToken)?;
+    let user = users::find(&mut *tx, user.id).await?.ok_or(ApiError::BadToken)?;
     tx.commit().await?;
-    state.revoker.publish(&revocations).await?;
-    forget_sessions(state, &ended).await?;
+    state.revoker.publish_or_retry(&revocations).await;
+    forget_sessions(state, &ended).await;
     finish_session(state, user, session, "password_change").await
 }
 
@@ -118,8 +112,9 @@ pub async fn delete_account(
     )
     .await?;
     tx.commit().await?;
-    state.revoker.publish(&revocations).await?;
-    forget_sessions(state, &ended).await
+    state.revoker.publish_or_retry(&revocations).await;
+    forget_sessions(state, &ended).await;
+    Ok(())
 }
 
 /// Validates and applies profile changes.

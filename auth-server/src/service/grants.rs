@@ -51,8 +51,7 @@ pub async fn start_session(
     let now = OffsetDateTime::now_utc();
     let absolute = now + duration(state.lifetimes.session_max);
     let expires_at = (now + duration(state.lifetimes.refresh)).min(absolute);
-    let session =
-        sessions::create(conn, user_id, client, &refresh.hash(), expires_at, absolute).await?;
+    let session = sessions::create(conn, user_id, client, &refresh.hash(), expires_at, absolute).await?;
     Ok(NewSession {
         session_id: session.id,
         created_at: session.created_at,
@@ -103,11 +102,7 @@ pub fn grant_tokens(
         revoked_before: user.revoked_before,
     };
     let access = state.issuer.issue(&identity, session_id)?;
-    state
-        .metrics
-        .tokens_issued
-        .with_label_values(&[grant])
-        .inc();
+    state.metrics.tokens_issued.with_label_values(&[grant]).inc();
     Ok(Grant {
         user,
         session_id,
@@ -126,8 +121,7 @@ pub async fn cache_session(
     expires_at: OffsetDateTime,
 ) -> Result<(), ApiError> {
     let remaining = (expires_at.unix_timestamp() - unix_now()).max(1);
-    let ttl =
-        remaining.min(i64::try_from(state.lifetimes.session_cache.as_secs()).unwrap_or(i64::MAX));
+    let ttl = remaining.min(i64::try_from(state.lifetimes.session_cache.as_secs()).unwrap_or(i64::MAX));
     let value = json!({
         "user_id": user_id,
         "expires_at": expires_at.unix_timestamp(),
@@ -144,19 +138,25 @@ pub async fn cache_session(
     Ok(())
 }
 
-/// Deletes the Redis mirrors of ended sessions.
-pub async fn forget_sessions(state: &AppState, session_ids: &[Uuid]) -> Result<(), ApiError> {
+/// Deletes the Redis mirrors of ended sessions. Best effort: the sessions are revoked in
+/// PostgreSQL already, and a mirror left behind by a Redis outage expires with its TTL.
+pub async fn forget_sessions(state: &AppState, session_ids: &[Uuid]) {
     if session_ids.is_empty() {
-        return Ok(());
+        return;
     }
     let keys: Vec<String> = session_ids
         .iter()
         .map(|id| state.redis_keys.session(*id))
         .collect();
-    let mut conn = state.redis.get().await?;
-    redis::cmd("DEL")
-        .arg(keys)
-        .query_async::<()>(&mut *conn)
-        .await?;
-    Ok(())
+    let deleted = async {
+        let mut conn = state.redis.get().await.map_err(|error| error.to_string())?;
+        redis::cmd("DEL")
+            .arg(keys)
+            .query_async::<()>(&mut *conn)
+            .await
+            .map_err(|error| error.to_string())
+    };
+    if let Err(error) = deleted.await {
+        tracing::warn!(error, "cannot delete session mirrors; they will expire");
+    }
 }

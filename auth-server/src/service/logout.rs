@@ -12,11 +12,7 @@ use crate::store::audit::{AuditEvent, record};
 use crate::store::{ClientInfo, sessions};
 
 /// Revokes the caller's session and this very token.
-pub async fn logout(
-    state: &AppState,
-    token: &VerifiedToken,
-    client: &ClientInfo,
-) -> Result<(), ApiError> {
+pub async fn logout(state: &AppState, token: &VerifiedToken, client: &ClientInfo) -> Result<(), ApiError> {
     let claims = &token.claims;
     let revocations = [
         state.revoker.token(claims.jti, claims.exp),
@@ -115,7 +111,7 @@ pub async fn end_sessions(
     )
     .await?;
     tx.commit().await?;
-    state.revoker.publish(revocations).await?;
-    forget_sessions(state, &ended).await?;
+    state.revoker.publish_or_retry(revocations).await;
+    forget_sessions(state, &ended).await;
     Ok(ended)
 }

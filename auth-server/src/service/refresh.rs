@@ -15,11 +15,7 @@ fn duration(std: std::time::Duration) -> time::Duration {
 }
 
 /// Rotates `presented` and issues a new access token. A reused token revokes its session.
-pub async fn refresh(
-    state: &AppState,
-    presented: &str,
-    client: &ClientInfo,
-) -> Result<Grant, ApiError> {
+pub async fn refresh(state: &AppState, presented: &str, client: &ClientInfo) -> Result<Grant, ApiError> {
     let client_key = client
         .ip
         .map_or_else(|| "unknown".to_owned(), |ip| ip.to_string());
@@ -55,10 +51,7 @@ pub async fn refresh(
             token,
             expires_at,
         } => (session_id, user_id, token, expires_at, "replayed"),
-        Rotation::Reused {
-            session_id,
-            user_id,
-        } => {
+        Rotation::Reused { session_id, user_id } => {
             revoke_stolen_session(state, session_id, user_id, client).await?;
             return Err(refused("reused"));
         }
@@ -106,6 +99,7 @@ async fn revoke_stolen_session(
     )
     .await?;
     tx.commit().await?;
-    state.revoker.publish(&revocations).await?;
-    crate::service::grants::forget_sessions(state, &[session_id]).await
+    state.revoker.publish_or_retry(&revocations).await;
+    crate::service::grants::forget_sessions(state, &[session_id]).await;
+    Ok(())
 }

@@ -45,8 +45,7 @@ impl Revoker {
     }
 
     fn horizon(&self) -> i64 {
-        unix_now()
-            + i64::try_from((self.access_ttl + self.leeway).as_secs()).unwrap_or(i64::MAX / 2)
+        unix_now() + i64::try_from((self.access_ttl + self.leeway).as_secs()).unwrap_or(i64::MAX / 2)
     }
 
     /// Revokes one token until it expires.
@@ -76,8 +75,32 @@ impl Revoker {
         Ok(())
     }
 
-    /// Publishes committed revocations to Redis. If Redis is down the caller answers 503; the
-    /// periodic re-sync publishes them once Redis is back.
+    /// Publishes committed revocations to Redis. They are durable already, so if Redis is down the
+    /// request still succeeds: they are retried in the background until Redis is back (sidecars
+    /// fail closed meanwhile, so nothing revoked is accepted), and the periodic re-sync covers a
+    /// restart in between.
+    pub async fn publish_or_retry(&self, revocations: &[Revocation]) {
+        if let Err(error) = self.publish(revocations).await {
+            tracing::warn!(error = %error, "cannot publish revocations now; retrying in the background");
+            let revoker = self.clone();
+            let pending = revocations.to_vec();
+            tokio::spawn(async move { revoker.retry(pending).await });
+        }
+    }
+
+    async fn retry(&self, mut pending: Vec<Revocation>) {
+        let mut backoff = std::time::Duration::from_millis(100);
+        loop {
+            tokio::time::sleep(backoff).await;
+            pending.retain(|revocation| revocation.until > unix_now());
+            if pending.is_empty() || self.publish(&pending).await.is_ok() {
+                return;
+            }
+            backoff = (backoff * 2).min(std::time::Duration::from_secs(2));
+        }
+    }
+
+    /// Publishes revocations to Redis now.
     pub async fn publish(&self, revocations: &[Revocation]) -> Result<(), ApiError> {
         let retention = self.access_ttl + self.leeway;
         let mut conn = self.redis.get().await?;

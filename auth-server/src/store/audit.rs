@@ -20,10 +20,7 @@ pub struct AuditEvent<'a> {
 }
 
 /// Appends `event`.
-pub async fn record(
-    executor: impl sqlx::PgExecutor<'_>,
-    event: AuditEvent<'_>,
-) -> Result<(), sqlx::Error> {
+pub async fn record(executor: impl sqlx::PgExecutor<'_>, event: AuditEvent<'_>) -> Result<(), sqlx::Error> {
     sqlx::query(
         "INSERT INTO audit_logs (event_type, user_id, session_id, ip, user_agent, data) \
          VALUES ($1, $2, $3, $4::inet, $5, $6)",

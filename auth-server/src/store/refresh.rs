@@ -98,8 +98,7 @@ pub async fn rotate(
     }
 
     let Some(rotated_at) = row.rotated_at else {
-        let child =
-            RefreshToken::generate().map_err(|error| sqlx::Error::Protocol(error.to_string()))?;
+        let child = RefreshToken::generate().map_err(|error| sqlx::Error::Protocol(error.to_string()))?;
         let expires_at = (now + ttl).min(row.absolute_expires_at);
         sqlx::query(
             "INSERT INTO refresh_tokens (session_id, parent_id, token_hash, expires_at) VALUES ($1, $2, $3, $4)",
@@ -138,9 +137,7 @@ pub async fn rotate(
     .fetch_optional(&mut *conn)
     .await?;
     let replay = child
-        .filter(|child| {
-            now - rotated_at <= grace && child.rotated_at.is_none() && child.revoked_at.is_none()
-        })
+        .filter(|child| now - rotated_at <= grace && child.rotated_at.is_none() && child.revoked_at.is_none())
         .zip(
             row.sealed_child
                 .as_deref()
@@ -164,13 +161,11 @@ pub async fn rotate(
     .bind(now)
     .execute(&mut *conn)
     .await?;
-    sqlx::query(
-        "UPDATE refresh_tokens SET revoked_at = $2 WHERE session_id = $1 AND revoked_at IS NULL",
-    )
-    .bind(row.session_id)
-    .bind(now)
-    .execute(&mut *conn)
-    .await?;
+    sqlx::query("UPDATE refresh_tokens SET revoked_at = $2 WHERE session_id = $1 AND revoked_at IS NULL")
+        .bind(row.session_id)
+        .bind(now)
+        .execute(&mut *conn)
+        .await?;
     tx.commit().await?;
     Ok(Rotation::Reused {
         session_id: row.session_id,

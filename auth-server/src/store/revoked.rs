@@ -60,3 +60,20 @@ pub async fn unexpired(pool: &PgPool) -> Result<Vec<Revocation>, sqlx::Error> {
         })
         .collect())
 }
+
+/// Whether a durable revocation applies to `token`: the authority when Redis cannot be asked.
+pub async fn applies_to(pool: &PgPool, token: &auth_core::token::VerifiedToken) -> Result<bool, sqlx::Error> {
+    let claims = &token.claims;
+    sqlx::query_scalar(
+        "SELECT EXISTS (SELECT 1 FROM revoked_tokens WHERE expires_at > now() AND ( \
+           (kind = 'jti' AND value = $1) OR (kind = 'sid' AND value = $2) OR (kind = 'kid' AND value = $4) \
+           OR (kind = 'user' AND value = $3 AND revoked_before >= to_timestamp($5))))",
+    )
+    .bind(claims.jti.to_string())
+    .bind(claims.sid.to_string())
+    .bind(claims.sub.to_string())
+    .bind(&token.kid)
+    .bind(claims.iat)
+    .fetch_one(pool)
+    .await
+}

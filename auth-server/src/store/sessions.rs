@@ -44,14 +44,12 @@ pub async fn create(
     .bind(absolute_expires_at)
     .fetch_one(&mut *conn)
     .await?;
-    sqlx::query(
-        "INSERT INTO refresh_tokens (session_id, token_hash, expires_at) VALUES ($1, $2, $3)",
-    )
-    .bind(session.id)
-    .bind(token_hash)
-    .bind(expires_at)
-    .execute(conn)
-    .await?;
+    sqlx::query("INSERT INTO refresh_tokens (session_id, token_hash, expires_at) VALUES ($1, $2, $3)")
+        .bind(session.id)
+        .bind(token_hash)
+        .bind(expires_at)
+        .execute(conn)
+        .await?;
     Ok(session)
 }
 
@@ -103,9 +101,11 @@ async fn revoke_where(
     .bind(reason)
     .fetch_all(&mut *conn)
     .await?;
-    sqlx::query("UPDATE refresh_tokens SET revoked_at = now() WHERE session_id = ANY($1) AND revoked_at IS NULL")
-        .bind(&ids)
-        .execute(conn)
-        .await?;
+    sqlx::query(
+        "UPDATE refresh_tokens SET revoked_at = now() WHERE session_id = ANY($1) AND revoked_at IS NULL",
+    )
+    .bind(&ids)
+    .execute(conn)
+    .await?;
     Ok(ids)
 }

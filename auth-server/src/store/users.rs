@@ -87,10 +87,7 @@ pub async fn insert(conn: &mut PgConnection, user: &NewUser<'_>) -> Result<Uuid,
 }
 
 /// The live account with this id.
-pub async fn find(
-    executor: impl sqlx::PgExecutor<'_>,
-    id: Uuid,
-) -> Result<Option<User>, sqlx::Error> {
+pub async fn find(executor: impl sqlx::PgExecutor<'_>, id: Uuid) -> Result<Option<User>, sqlx::Error> {
     sqlx::query_as(user_query!("u.id = $1"))
         .bind(id)
         .fetch_optional(executor)
@@ -168,11 +165,7 @@ pub async fn update_profile(
 }
 
 /// Replaces the password hash.
-pub async fn set_password(
-    conn: &mut PgConnection,
-    id: Uuid,
-    hash: &str,
-) -> Result<(), sqlx::Error> {
+pub async fn set_password(conn: &mut PgConnection, id: Uuid, hash: &str) -> Result<(), sqlx::Error> {
     sqlx::query("UPDATE users SET password_hash = $2, password_changed_at = now() WHERE id = $1")
         .bind(id)
         .bind(hash)
@@ -182,12 +175,7 @@ pub async fn set_password(
 }
 
 /// Replaces a hash with a stronger one of the same password, unless it changed meanwhile.
-pub async fn upgrade_hash(
-    pool: &PgPool,
-    id: Uuid,
-    old: &str,
-    new: &str,
-) -> Result<(), sqlx::Error> {
+pub async fn upgrade_hash(pool: &PgPool, id: Uuid, old: &str, new: &str) -> Result<(), sqlx::Error> {
     sqlx::query("UPDATE users SET password_hash = $3 WHERE id = $1 AND password_hash = $2")
         .bind(id)
         .bind(old)
@@ -199,10 +187,9 @@ pub async fn upgrade_hash(
 
 /// Marks the account deleted; its email and username become free again.
 pub async fn soft_delete(conn: &mut PgConnection, id: Uuid) -> Result<bool, sqlx::Error> {
-    let result =
-        sqlx::query("UPDATE users SET deleted_at = now() WHERE id = $1 AND deleted_at IS NULL")
-            .bind(id)
-            .execute(conn)
-            .await?;
+    let result = sqlx::query("UPDATE users SET deleted_at = now() WHERE id = $1 AND deleted_at IS NULL")
+        .bind(id)
+        .execute(conn)
+        .await?;
     Ok(result.rows_affected() == 1)
 }

@@ -46,11 +46,7 @@ async fn the_profile_updates_only_the_fields_given_and_null_clears() {
     assert_eq!(updated["first_name"], serde_json::Value::Null);
     assert_eq!(updated["last_name"], "Lovelace");
     assert_eq!(updated["username"], "ada", "untouched");
-    let fetched = json(
-        server.get_auth("/api/users/profile", &user.access).await,
-        200,
-    )
-    .await;
+    let fetched = json(server.get_auth("/api/users/profile", &user.access).await, 200).await;
     assert_eq!(fetched, updated);
 }
 
@@ -100,11 +96,7 @@ async fn invalid_profile_changes_are_refused_and_change_nothing() {
         400,
     )
     .await;
-    let fetched = json(
-        server.get_auth("/api/users/profile", &user.access).await,
-        200,
-    )
-    .await;
+    let fetched = json(server.get_auth("/api/users/profile", &user.access).await, 200).await;
     assert_eq!(fetched["username"], serde_json::Value::Null);
     assert_eq!(fetched["email"], user.email.as_str());
 }
@@ -194,20 +186,14 @@ async fn deleting_the_account_needs_the_password_and_revokes_everything() {
         fields(&problem(delete("not my password").await.unwrap(), 422).await),
         ["password"]
     );
-    assert_eq!(
-        server.get_auth("/api/auth/me", &user.access).await.status(),
-        200
-    );
+    assert_eq!(server.get_auth("/api/auth/me", &user.access).await.status(), 200);
 
     assert_eq!(delete(&user.password).await.unwrap().status(), 204);
     for session in [&user, &phone] {
         problem(server.get_auth("/api/auth/me", &session.access).await, 401).await;
         problem(
             server
-                .post(
-                    "/api/auth/refresh",
-                    &json!({"refresh_token": session.refresh}),
-                )
+                .post("/api/auth/refresh", &json!({"refresh_token": session.refresh}))
                 .await,
             401,
         )
@@ -223,17 +209,9 @@ async fn deleting_the_account_needs_the_password_and_revokes_everything() {
         401,
     )
     .await;
-    assert_eq!(
-        count(&server, "users").await,
-        1,
-        "soft delete keeps the row"
-    );
+    assert_eq!(count(&server, "users").await, 1, "soft delete keeps the row");
     server.register(&user.email, "another good secret").await;
-    assert_eq!(
-        count(&server, "users").await,
-        2,
-        "the address is free again"
-    );
+    assert_eq!(count(&server, "users").await, 2, "the address is free again");
     assert!(
         audit_events(&server)
             .await

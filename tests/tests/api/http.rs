@@ -52,27 +52,17 @@ async fn the_openapi_document_is_valid_and_documents_every_route_and_error() {
     for (method, path) in expected {
         let operation = &spec["paths"][path][method];
         assert!(operation.is_object(), "{method} {path} is not documented");
-        assert!(
-            operation["summary"].is_string(),
-            "{method} {path} has no summary"
-        );
+        assert!(operation["summary"].is_string(), "{method} {path} has no summary");
         let responses = operation["responses"].as_object().unwrap();
         if !path.starts_with("/api/health") {
             assert!(responses.contains_key("500"), "{method} {path} lacks 500");
-            let problem =
-                &responses["500"]["content"]["application/problem+json"]["schema"]["$ref"];
+            let problem = &responses["500"]["content"]["application/problem+json"]["schema"]["$ref"];
             assert_eq!(problem, "#/components/schemas/Problem", "{method} {path}");
         }
         let secured = operation["security"].is_array();
-        let public = [
-            "/register",
-            "/login",
-            "/refresh",
-            "/.well-known",
-            "/api/health",
-        ]
-        .iter()
-        .any(|p| path.contains(p));
+        let public = ["/register", "/login", "/refresh", "/.well-known", "/api/health"]
+            .iter()
+            .any(|p| path.contains(p));
         assert_eq!(secured, !public, "{method} {path} security");
         if secured {
             assert!(responses.contains_key("401"), "{method} {path} lacks 401");
@@ -172,10 +162,7 @@ async fn unknown_routes_and_methods_are_problem_documents() {
         .await
         .unwrap();
     assert_eq!(wrong_method.status(), 405);
-    assert_eq!(
-        wrong_method.headers()["content-type"],
-        "application/problem+json"
-    );
+    assert_eq!(wrong_method.headers()["content-type"], "application/problem+json");
 }
 
 #[tokio::test]
@@ -190,11 +177,7 @@ async fn requests_carry_an_id_and_metrics_use_route_templates() {
         .await
         .unwrap();
     assert_eq!(traced.headers()["x-request-id"], "trace-123");
-    let generated = server
-        .request(Method::GET, "/api/auth/me")
-        .send()
-        .await
-        .unwrap();
+    let generated = server.request(Method::GET, "/api/auth/me").send().await.unwrap();
     assert_eq!(generated.headers()["x-request-id"].len(), 36);
     let path = format!("/api/auth/sessions/{}", user.session);
     server
@@ -220,7 +203,7 @@ async fn requests_carry_an_id_and_metrics_use_route_templates() {
 }
 
 #[tokio::test]
-async fn redis_down_means_503_never_a_panic_and_service_resumes() {
+async fn redis_down_means_503_where_it_is_needed_never_a_panic_and_service_resumes() {
     let mut redis = RedisServer::start();
     let db = platform_tests::migrated_database().await;
     let server = start(db, &redis.url(0), |s| {
@@ -228,16 +211,12 @@ async fn redis_down_means_503_never_a_panic_and_service_resumes() {
     })
     .await;
     let user = server.new_user().await;
+    let other = server.login(&user).await;
     redis.kill();
-    let me = server.get_auth("/api/auth/me", &user.access).await;
-    assert_eq!(me.headers()["retry-after"], "1");
-    problem(me, 503).await;
-    let login = server
-        .post(
-            "/api/auth/login",
-            &json!({"email": user.email, "password": user.password}),
-        )
-        .await;
+    // Logins need the rate limiter, which lives in Redis: refused rather than unprotected.
+    let credentials = json!({"email": user.email, "password": user.password});
+    let login = server.post("/api/auth/login", &credentials).await;
+    assert_eq!(login.headers()["retry-after"], "1");
     problem(login, 503).await;
     let ready = server
         .client
@@ -246,18 +225,46 @@ async fn redis_down_means_503_never_a_panic_and_service_resumes() {
         .await
         .unwrap();
     assert_eq!(ready.status(), 503);
+    // Bearer checks fall back to the durable revocations in PostgreSQL.
+    assert_eq!(server.get_auth("/api/auth/me", &user.access).await.status(), 200);
+    assert_eq!(
+        server
+            .post_auth("/api/auth/logout", &other.access, &json!({}))
+            .await
+            .status(),
+        204
+    );
+    problem(server.get_auth("/api/auth/me", &other.access).await, 401).await;
+
     redis.restart();
     server.wait_until_ready().await;
-    json(
-        server
-            .post(
-                "/api/auth/login",
-                &json!({"email": user.email, "password": user.password}),
-            )
-            .await,
-        200,
-    )
-    .await;
+    json(server.post("/api/auth/login", &credentials).await, 200).await;
+    // The revocation made during the outage reached Redis once it was back.
+    let text = server
+        .client
+        .get(format!("{}/.well-known/jwks.json", server.url))
+        .send()
+        .await
+        .unwrap();
+    let keys = auth_core::token::KeySet::from_json(text.text().await.unwrap().as_bytes()).unwrap();
+    let validator = auth_core::token::TokenValidator::new(auth_core::token::ValidatorSettings {
+        issuer: "http://localhost:8080".into(),
+        audience: "auth-platform".into(),
+        leeway: Duration::from_secs(30),
+    });
+    let token = validator.validate(&other.access, &keys).unwrap();
+    let keys = auth_core::revocation::RedisKeys::default();
+    for _ in 0..100 {
+        if auth_core::revocation::lookup(&mut server.redis().await, &keys, &token)
+            .await
+            .unwrap()
+            .is_some()
+        {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("the logout made during the outage was never published");
 }
 
 #[tokio::test]
@@ -272,9 +279,7 @@ async fn the_database_down_means_503_with_a_clear_problem() {
     };
     let mut settings = platform_tests::server::test_settings(&unreachable, &redis.url);
     settings.dependency_timeout = Duration::from_millis(300);
-    let app = auth_server::startup::Application::build(settings)
-        .await
-        .unwrap();
+    let app = auth_server::startup::Application::build(settings).await.unwrap();
     let url = format!("http://{}", app.public_addr());
     let (trigger, shutdown) = auth_core::shutdown::channel();
     let task = tokio::spawn(app.run(shutdown));
@@ -321,10 +326,7 @@ async fn the_health_routes_report_components_and_pool_statistics() {
         .iter()
         .map(|c| c["name"].as_str().unwrap())
         .collect();
-    assert_eq!(
-        names,
-        ["revocations_restored", "database", "schema", "redis"]
-    );
+    assert_eq!(names, ["revocations_restored", "database", "schema", "redis"]);
     let live = json(
         server
             .client
@@ -369,8 +371,5 @@ async fn a_full_hashing_queue_answers_503_with_retry_after() {
         .map(|response| response.status().as_u16())
         .collect();
     assert!(statuses.contains(&503), "{statuses:?}");
-    assert!(
-        statuses.iter().all(|s| *s == 503 || *s == 401),
-        "{statuses:?}"
-    );
+    assert!(statuses.iter().all(|s| *s == 503 || *s == 401), "{statuses:?}");
 }

@@ -7,8 +7,7 @@ use crate::support::{audit_events, db, fields, json, problem};
 #[tokio::test]
 async fn login_works_by_email_in_any_case_and_by_username() {
     let server = spawn_server().await;
-    let body =
-        json!({"email": "kim@example.com", "password": "correct horse battery", "username": "kim"});
+    let body = json!({"email": "kim@example.com", "password": "correct horse battery", "username": "kim"});
     assert_eq!(server.post("/api/auth/register", &body).await.status(), 201);
 
     for credentials in [
@@ -19,11 +18,10 @@ async fn login_works_by_email_in_any_case_and_by_username() {
         assert_eq!(body["user"]["email"], "kim@example.com");
         assert!(body["tokens"]["access_token"].is_string());
     }
-    let row =
-        sqlx::query("SELECT last_login_at IS NOT NULL AS logged_in, failed_login_count FROM users")
-            .fetch_one(&mut db(&server).await)
-            .await
-            .unwrap();
+    let row = sqlx::query("SELECT last_login_at IS NOT NULL AS logged_in, failed_login_count FROM users")
+        .fetch_one(&mut db(&server).await)
+        .await
+        .unwrap();
     assert!(row.get::<bool, _>("logged_in"));
     assert_eq!(row.get::<i32, _>("failed_login_count"), 0);
     assert_eq!(
@@ -35,9 +33,7 @@ async fn login_works_by_email_in_any_case_and_by_username() {
 #[tokio::test]
 async fn a_wrong_password_and_an_unknown_account_get_the_identical_answer() {
     let server = spawn_server().await;
-    server
-        .register("lee@example.com", "correct horse battery")
-        .await;
+    server.register("lee@example.com", "correct horse battery").await;
     let wrong = server
         .post(
             "/api/auth/login",

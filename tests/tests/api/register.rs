@@ -33,11 +33,7 @@ async fn registering_creates_the_account_a_session_and_tokens() {
         .fetch_one(&mut crate::support::db(&server).await)
         .await
         .unwrap();
-    assert_eq!(
-        stored.len(),
-        32,
-        "only a SHA-256 of the refresh token is stored"
-    );
+    assert_eq!(stored.len(), 32, "only a SHA-256 of the refresh token is stored");
 
     let mut redis = server.redis().await;
     let mirror: String = redis::cmd("GET")
@@ -55,10 +51,7 @@ async fn registering_creates_the_account_a_session_and_tokens() {
     assert!((1..=24 * 3600).contains(&ttl), "{ttl}");
 
     let me = server
-        .get_auth(
-            "/api/auth/me",
-            body["tokens"]["access_token"].as_str().unwrap(),
-        )
+        .get_auth("/api/auth/me", body["tokens"]["access_token"].as_str().unwrap())
         .await;
     assert_eq!(json(me, 200).await["id"], body["user"]["id"]);
 }
@@ -84,14 +77,9 @@ async fn an_email_taken_in_another_case_is_a_conflict_and_changes_nothing() {
 #[tokio::test]
 async fn a_taken_username_is_a_conflict() {
     let server = spawn_server().await;
-    let first =
-        json!({"email": "a@example.com", "password": "correct horse battery", "username": "Neo"});
-    assert_eq!(
-        server.post("/api/auth/register", &first).await.status(),
-        201
-    );
-    let second =
-        json!({"email": "b@example.com", "password": "correct horse battery", "username": "neo"});
+    let first = json!({"email": "a@example.com", "password": "correct horse battery", "username": "Neo"});
+    assert_eq!(server.post("/api/auth/register", &first).await.status(), 201);
+    let second = json!({"email": "b@example.com", "password": "correct horse battery", "username": "neo"});
     assert_eq!(
         fields(&problem(server.post("/api/auth/register", &second).await, 409).await),
         ["username"]
@@ -145,10 +133,7 @@ async fn seventy_two_bytes_is_the_longest_password() {
     let login = json!({"email": "long@example.com", "password": format!("{password}")});
     assert_eq!(server.post("/api/auth/login", &login).await.status(), 200);
     let truncated = json!({"email": "long@example.com", "password": "ü".repeat(35)});
-    assert_eq!(
-        server.post("/api/auth/login", &truncated).await.status(),
-        401
-    );
+    assert_eq!(server.post("/api/auth/login", &truncated).await.status(), 401);
 }
 
 #[tokio::test]
@@ -221,14 +206,11 @@ async fn oversized_bodies_are_413_with_or_without_a_length() {
     let huge = json!({"email": "a@example.com", "password": "correct horse battery", "first_name": "x".repeat(100_000)});
     problem(server.post("/api/auth/register", &huge).await, 413).await;
 
-    let chunks: Vec<Result<String, std::io::Error>> =
-        (0..100).map(|_| Ok("x".repeat(1024))).collect();
+    let chunks: Vec<Result<String, std::io::Error>> = (0..100).map(|_| Ok("x".repeat(1024))).collect();
     let chunked = server
         .request(Method::POST, "/api/auth/register")
         .header("content-type", "application/json")
-        .body(reqwest::Body::wrap_stream(futures_util::stream::iter(
-            chunks,
-        )))
+        .body(reqwest::Body::wrap_stream(futures_util::stream::iter(chunks)))
         .send()
         .await
         .unwrap();

@@ -79,10 +79,7 @@ async fn refresh_rotates_and_the_old_token_stops_working() {
         user.id.as_str()
     );
     let next = json(refresh(&server, &rotated).await, 200).await;
-    assert_ne!(
-        next["tokens"]["refresh_token"],
-        body["tokens"]["refresh_token"]
-    );
+    assert_ne!(next["tokens"]["refresh_token"], body["tokens"]["refresh_token"]);
     assert!(
         server
             .metrics()
@@ -95,10 +92,7 @@ async fn refresh_rotates_and_the_old_token_stops_working() {
 async fn presenting_the_parent_again_within_the_grace_window_returns_the_same_child() {
     let server = spawn_server().await;
     let user = server.new_user().await;
-    let (first, second) = tokio::join!(
-        refresh(&server, &user.refresh),
-        refresh(&server, &user.refresh)
-    );
+    let (first, second) = tokio::join!(refresh(&server, &user.refresh), refresh(&server, &user.refresh));
     let first = json(first, 200).await;
     let second = json(second, 200).await;
     assert_eq!(
@@ -106,15 +100,11 @@ async fn presenting_the_parent_again_within_the_grace_window_returns_the_same_ch
         "never a second branch"
     );
     let third = json(refresh(&server, &user.refresh).await, 200).await;
-    assert_eq!(
-        third["tokens"]["refresh_token"],
-        first["tokens"]["refresh_token"]
-    );
-    let children: i64 =
-        sqlx::query_scalar("SELECT count(*) FROM refresh_tokens WHERE parent_id IS NOT NULL")
-            .fetch_one(&mut db(&server).await)
-            .await
-            .unwrap();
+    assert_eq!(third["tokens"]["refresh_token"], first["tokens"]["refresh_token"]);
+    let children: i64 = sqlx::query_scalar("SELECT count(*) FROM refresh_tokens WHERE parent_id IS NOT NULL")
+        .fetch_one(&mut db(&server).await)
+        .await
+        .unwrap();
     assert_eq!(children, 1);
     // The child keeps working.
     let child = first["tokens"]["refresh_token"].as_str().unwrap();
@@ -126,14 +116,8 @@ async fn a_reused_refresh_token_revokes_the_whole_session() {
     let server = spawn_server_with(|s| s.refresh_reuse_grace = Duration::ZERO).await;
     let user = server.new_user().await;
     let rotated = json(refresh(&server, &user.refresh).await, 200).await;
-    let child_refresh = rotated["tokens"]["refresh_token"]
-        .as_str()
-        .unwrap()
-        .to_owned();
-    let child_access = rotated["tokens"]["access_token"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let child_refresh = rotated["tokens"]["refresh_token"].as_str().unwrap().to_owned();
+    let child_access = rotated["tokens"]["access_token"].as_str().unwrap().to_owned();
 
     // An attacker replays the stolen original.
     problem(refresh(&server, &user.refresh).await, 401).await;
@@ -167,10 +151,7 @@ async fn a_grandparent_is_theft_even_within_the_grace_window() {
     let server = spawn_server().await;
     let user = server.new_user().await;
     let child = json(refresh(&server, &user.refresh).await, 200).await;
-    let child = child["tokens"]["refresh_token"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let child = child["tokens"]["refresh_token"].as_str().unwrap().to_owned();
     let grandchild = json(refresh(&server, &child).await, 200).await;
     problem(refresh(&server, &user.refresh).await, 401).await;
     let grandchild = grandchild["tokens"]["refresh_token"].as_str().unwrap();
@@ -189,20 +170,16 @@ async fn unknown_or_malformed_refresh_tokens_are_401() {
 
 #[tokio::test]
 async fn the_refresh_token_can_live_in_an_http_only_cookie() {
-    let server = spawn_server_with(|s| {
-        s.refresh_token_delivery = auth_server::settings::RefreshDelivery::Cookie
-    })
-    .await;
+    let server =
+        spawn_server_with(|s| s.refresh_token_delivery = auth_server::settings::RefreshDelivery::Cookie)
+            .await;
     let response = server
         .post(
             "/api/auth/register",
             &json!({"email": "c@example.com", "password": "correct horse battery"}),
         )
         .await;
-    let cookie = response.headers()["set-cookie"]
-        .to_str()
-        .unwrap()
-        .to_owned();
+    let cookie = response.headers()["set-cookie"].to_str().unwrap().to_owned();
     for attribute in [
         "HttpOnly",
         "Secure",
@@ -233,9 +210,7 @@ async fn the_refresh_token_can_live_in_an_http_only_cookie() {
     );
     let body = json(refreshed, 200).await;
     let access = body["tokens"]["access_token"].as_str().unwrap();
-    let logout = server
-        .post_auth("/api/auth/logout", access, &json!({}))
-        .await;
+    let logout = server.post_auth("/api/auth/logout", access, &json!({})).await;
     assert_eq!(logout.status(), 204);
     assert!(
         logout.headers()["set-cookie"]
@@ -266,10 +241,7 @@ async fn logout_revokes_this_token_and_session_everywhere() {
     );
     problem(refresh(&server, &user.refresh).await, 401).await;
     assert_eq!(
-        server
-            .get_auth("/api/auth/me", &other.access)
-            .await
-            .status(),
+        server.get_auth("/api/auth/me", &other.access).await.status(),
         200,
         "other sessions live on"
     );
@@ -304,11 +276,10 @@ async fn logout_revokes_this_token_and_session_everywhere() {
         .map(|e| e["kind"].clone())
         .collect();
     assert_eq!(kinds, [json!("jti"), json!("sid")]);
-    let durable: i64 =
-        sqlx::query_scalar("SELECT count(*) FROM revoked_tokens WHERE kind IN ('jti', 'sid')")
-            .fetch_one(&mut db(&server).await)
-            .await
-            .unwrap();
+    let durable: i64 = sqlx::query_scalar("SELECT count(*) FROM revoked_tokens WHERE kind IN ('jti', 'sid')")
+        .fetch_one(&mut db(&server).await)
+        .await
+        .unwrap();
     assert_eq!(durable, 2);
 }
 
@@ -334,28 +305,18 @@ async fn logout_all_revokes_every_session_and_token_of_the_user() {
         problem(refresh(&server, &session.refresh).await, 401).await;
     }
     assert_eq!(
-        server
-            .get_auth("/api/auth/me", &stranger.access)
-            .await
-            .status(),
+        server.get_auth("/api/auth/me", &stranger.access).await.status(),
         200
     );
     // A login right after (even within the same second) is not covered by the revocation.
     let fresh = server.login(&user).await;
-    assert_eq!(
-        server
-            .get_auth("/api/auth/me", &fresh.access)
+    assert_eq!(server.get_auth("/api/auth/me", &fresh.access).await.status(), 200);
+    let live: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM sessions WHERE revoked_at IS NULL AND user_id = $1::uuid")
+            .bind(&user.id)
+            .fetch_one(&mut db(&server).await)
             .await
-            .status(),
-        200
-    );
-    let live: i64 = sqlx::query_scalar(
-        "SELECT count(*) FROM sessions WHERE revoked_at IS NULL AND user_id = $1::uuid",
-    )
-    .bind(&user.id)
-    .fetch_one(&mut db(&server).await)
-    .await
-    .unwrap();
+            .unwrap();
     assert_eq!(live, 1);
 }
 
@@ -413,16 +374,8 @@ async fn a_flushed_redis_is_restored_from_postgres_at_start() {
         revoked_by(&restarted, &everywhere.access).await,
         Some(RevocationKind::User)
     );
-    problem(
-        restarted.get_auth("/api/auth/me", &logged_out.access).await,
-        401,
-    )
-    .await;
-    problem(
-        restarted.get_auth("/api/auth/me", &everywhere.access).await,
-        401,
-    )
-    .await;
+    problem(restarted.get_auth("/api/auth/me", &logged_out.access).await, 401).await;
+    problem(restarted.get_auth("/api/auth/me", &everywhere.access).await, 401).await;
     let kinds: Vec<Value> = stream_entries(&restarted)
         .await
         .iter()
@@ -437,8 +390,7 @@ async fn a_flushed_redis_is_restored_from_postgres_at_start() {
 
 #[tokio::test]
 async fn a_running_server_re_syncs_a_flushed_redis() {
-    let server =
-        spawn_server_with(|s| s.revocation_resync_interval = Duration::from_millis(200)).await;
+    let server = spawn_server_with(|s| s.revocation_resync_interval = Duration::from_millis(200)).await;
     let (logged_out, _) = revoke_and_flush(&server).await;
     for _ in 0..100 {
         if revoked_by(&server, &logged_out.access).await.is_some() {

@@ -19,11 +19,7 @@ async fn sessions_are_listed_newest_first_with_the_current_one_marked() {
         .await
         .unwrap();
     let phone = json(phone, 200).await;
-    let list = json(
-        server.get_auth("/api/auth/sessions", &laptop.access).await,
-        200,
-    )
-    .await;
+    let list = json(server.get_auth("/api/auth/sessions", &laptop.access).await, 200).await;
     let list = list.as_array().unwrap();
     assert_eq!(list.len(), 2);
     assert_eq!(list[0]["id"], phone["session"]["id"]);
@@ -53,26 +49,16 @@ async fn revoking_a_session_ends_it_and_leaves_the_others() {
     problem(server.get_auth("/api/auth/me", &phone.access).await, 401).await;
     problem(
         server
-            .post(
-                "/api/auth/refresh",
-                &json!({"refresh_token": phone.refresh}),
-            )
+            .post("/api/auth/refresh", &json!({"refresh_token": phone.refresh}))
             .await,
         401,
     )
     .await;
     assert_eq!(
-        server
-            .get_auth("/api/auth/me", &laptop.access)
-            .await
-            .status(),
+        server.get_auth("/api/auth/me", &laptop.access).await.status(),
         200
     );
-    let list = json(
-        server.get_auth("/api/auth/sessions", &laptop.access).await,
-        200,
-    )
-    .await;
+    let list = json(server.get_auth("/api/auth/sessions", &laptop.access).await, 200).await;
     assert_eq!(list.as_array().unwrap().len(), 1);
 
     let again = server
@@ -97,13 +83,7 @@ async fn another_users_session_or_a_bad_id_cannot_be_revoked() {
         .await
         .unwrap();
     problem(response, 404).await;
-    assert_eq!(
-        server
-            .get_auth("/api/auth/me", &alice.access)
-            .await
-            .status(),
-        200
-    );
+    assert_eq!(server.get_auth("/api/auth/me", &alice.access).await.status(), 200);
     let bad = server
         .request(Method::DELETE, "/api/auth/sessions/not-a-uuid")
         .bearer_auth(&mallory.access)

@@ -22,10 +22,7 @@ pub async fn problem(response: Response, status: u16) -> Value {
             .unwrap()
             .starts_with("urn:auth-platform:problem:")
     );
-    assert!(
-        body["title"].is_string() && body["detail"].is_string(),
-        "{body}"
-    );
+    assert!(body["title"].is_string() && body["detail"].is_string(), "{body}");
     body
 }
 

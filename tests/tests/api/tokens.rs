@@ -106,8 +106,7 @@ async fn keys_come_from_a_directory_all_published_the_newest_signing() {
     let dir = tempfile::tempdir().unwrap();
     let keygen = |name: &str, algorithm: &str| {
         let pem =
-            auth_server::keys::generate_pem(auth_server::keys::parse_algorithm(algorithm).unwrap())
-                .unwrap();
+            auth_server::keys::generate_pem(auth_server::keys::parse_algorithm(algorithm).unwrap()).unwrap();
         std::fs::write(dir.path().join(format!("{name}.pem")), pem).unwrap();
     };
     keygen("2026-01-01", "RS256");
@@ -163,10 +162,7 @@ async fn a_bad_keys_directory_stops_the_server_at_start() {
         .await
         .err()
         .expect("a broken key is refused");
-    assert!(
-        error.to_string().contains("broken: not a usable"),
-        "{error}"
-    );
+    assert!(error.to_string().contains("broken: not a usable"), "{error}");
 
     let empty = tempfile::tempdir().unwrap();
     let mut settings = platform_tests::server::test_settings(&db, &redis.url);
@@ -175,10 +171,7 @@ async fn a_bad_keys_directory_stops_the_server_at_start() {
         .await
         .err()
         .expect("no keys is refused");
-    assert!(
-        error.to_string().contains("no *.pem private keys"),
-        "{error}"
-    );
+    assert!(error.to_string().contains("no *.pem private keys"), "{error}");
 }
 
 #[tokio::test]
@@ -189,10 +182,7 @@ async fn expired_tokens_are_refused() {
     })
     .await;
     let user = server.new_user().await;
-    assert_eq!(
-        server.get_auth("/api/auth/me", &user.access).await.status(),
-        200
-    );
+    assert_eq!(server.get_auth("/api/auth/me", &user.access).await.status(), 200);
     tokio::time::sleep(Duration::from_millis(2100)).await;
     problem(server.get_auth("/api/auth/me", &user.access).await, 401).await;
 }

@@ -1,0 +1,36 @@
+//! `platform-bench`: measures the platform on this machine against real PostgreSQL and Redis.
+//! Run it with `cargo run --release -p platform-bench -- <server|verifier>`.
+
+mod load;
+mod server;
+
+use std::time::Duration;
+
+use clap::{Parser, Subcommand};
+
+/// Benchmarks of the auth platform.
+#[derive(Parser)]
+#[command(name = "platform-bench")]
+struct Cli {
+    /// Seconds measured per scenario (after a warm-up).
+    #[arg(long, default_value_t = 10)]
+    seconds: u64,
+    #[command(subcommand)]
+    target: Target,
+}
+
+#[derive(Subcommand)]
+enum Target {
+    /// Login against the bcrypt ceiling, refresh and /api/auth/me at 64 connections.
+    Server,
+}
+
+fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    runtime.block_on(async {
+        match cli.target {
+            Target::Server => server::run(Duration::from_secs(cli.seconds)).await,
+        }
+    })
+}

@@ -1,0 +1,172 @@
+//! Keys: loaded before ready, rotated without restarts, kept when the JWKS is unreachable.
+
+use std::time::Duration;
+
+use jsonwebtoken::Algorithm;
+use platform_tests::keys::TestKeys;
+use platform_tests::server::start;
+use platform_tests::verifier::{start_verifier, verifier_settings};
+
+use crate::support::{fixture, fixture_with, settings_for};
+
+#[tokio::test]
+async fn the_verifier_is_not_ready_until_keys_load() {
+    let redis = platform_tests::test_redis();
+    let closed = format!(
+        "http://127.0.0.1:{}/.well-known/jwks.json",
+        platform_tests::process::free_port()
+    );
+    let verifier = start_verifier(verifier_settings(&closed, &redis.url), false).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let ready = verifier
+        .client
+        .get(format!("{}/health/ready", verifier.admin_url))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(ready.status(), 503);
+    let report: serde_json::Value = ready.json().await.unwrap();
+    let keys = report["components"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["name"] == "keys")
+        .unwrap();
+    assert_eq!(keys["status"], "pending");
+}
+
+#[tokio::test]
+async fn a_newly_published_key_is_accepted_without_a_restart() {
+    let fx = fixture_with(Algorithm::RS256, |s| {
+        s.jwks_refetch_cooldown = Duration::from_millis(100)
+    })
+    .await;
+    assert_eq!(fx.verifier.verify(&fx.user.access).await.status(), 200);
+    // The server restarts (same address) with a new key that sorts last, so it signs.
+    let rotated = fx.keys.rotate("2026-06-01", Algorithm::ES256);
+    let (db, redis_url, listen) = (
+        fx.server.db.clone(),
+        fx.server.redis_url.clone(),
+        fx.server.url.replace("http://", ""),
+    );
+    fx.server.stop().await;
+    let dir = fx.keys.dir();
+    let server = start(db, &redis_url, |s| {
+        s.keys_dir = Some(dir);
+        s.listen = listen;
+    })
+    .await;
+    let fresh = server.login(&fx.user).await;
+    let header = fresh.access.split('.').next().unwrap();
+    let header: serde_json::Value = {
+        use base64::Engine;
+        serde_json::from_slice(
+            &base64::engine::general_purpose::URL_SAFE_NO_PAD
+                .decode(header)
+                .unwrap(),
+        )
+        .unwrap()
+    };
+    assert_eq!(header["kid"], rotated.kid.as_str(), "the new key signs");
+    // The same verifier, never restarted, fetches the new key on first sight of its kid.
+    assert_eq!(fx.verifier.verify(&fresh.access).await.status(), 200);
+    assert_eq!(
+        fx.verifier.verify(&fx.user.access).await.status(),
+        200,
+        "the old key stays published"
+    );
+}
+
+#[tokio::test]
+async fn an_unknown_kid_triggers_one_refetch_per_cooldown() {
+    let fx = fixture_with(Algorithm::RS256, |s| {
+        s.jwks_refetch_cooldown = Duration::from_secs(60)
+    })
+    .await;
+    let before = jwks_requests(&fx.server.metrics().await);
+    for _ in 0..20 {
+        let stranger = platform_tests::keys::foreign_key(Algorithm::RS256);
+        let mut header = fx.keys.header();
+        header["kid"] = serde_json::json!(stranger.kid);
+        let token =
+            platform_tests::keys::sign_raw_with(&stranger, &header.to_string(), &fx.claims().to_string());
+        fx.assert_refused(&token).await;
+    }
+    let after = jwks_requests(&fx.server.metrics().await);
+    assert_eq!(after - before, 1, "unknown kids must not hammer the JWKS");
+}
+
+fn jwks_requests(metrics: &str) -> u64 {
+    metrics
+        .lines()
+        .filter(|line| {
+            line.starts_with("auth_server_http_requests_total") && line.contains("/.well-known/jwks.json")
+        })
+        .filter_map(|line| line.rsplit(' ').next()?.parse::<u64>().ok())
+        .sum()
+}
+
+#[tokio::test]
+async fn the_last_good_keys_stay_in_use_when_the_jwks_is_unreachable() {
+    let fx = fixture_with(Algorithm::RS256, |s| {
+        s.jwks_refresh_interval = Duration::from_millis(100)
+    })
+    .await;
+    assert_eq!(fx.verifier.verify(&fx.user.access).await.status(), 200);
+    let verifier = fx.verifier;
+    let user = fx.user;
+    fx.server.stop().await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(verifier.verify(&user.access).await.status(), 200);
+    let metrics = verifier.metrics().await;
+    let failures = metrics
+        .lines()
+        .find(|l| l.starts_with("verifier_key_fetch_failures_total"))
+        .unwrap();
+    assert_ne!(failures, "verifier_key_fetch_failures_total 0", "{metrics}");
+    let ready = verifier
+        .client
+        .get(format!("{}/health/ready", verifier.admin_url))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(ready.status(), 200, "keys already loaded stay good");
+}
+
+#[tokio::test]
+async fn a_mounted_jwks_file_is_reloaded_when_it_changes() {
+    let fx = fixture().await;
+    let file = tempfile::NamedTempFile::new().unwrap();
+    let write_jwks = |keys: &TestKeys| {
+        let ring = auth_server::keys::KeyRing::load(&keys.dir(), None).unwrap();
+        std::fs::write(file.path(), serde_json::to_vec(ring.jwks()).unwrap()).unwrap();
+    };
+    write_jwks(&fx.keys);
+    let mut settings = settings_for(&fx.server, |_| {});
+    settings.jwks_url = None;
+    settings.jwks_path = Some(file.path().to_path_buf());
+    let verifier = start_verifier(settings, true).await;
+    assert_eq!(verifier.verify(&fx.user.access).await.status(), 200);
+
+    let other = TestKeys::new(Algorithm::EdDSA);
+    let token = other.sign(&other.header(), &fx.claims());
+    assert_eq!(verifier.verify(&token).await.status(), 401);
+    write_jwks(&other);
+    verifier
+        .wait_for_status(&token, 200, Duration::from_secs(10))
+        .await;
+}
+
+#[tokio::test]
+async fn key_age_and_index_size_are_exposed() {
+    let fx = fixture().await;
+    let metrics = fx.verifier.metrics().await;
+    for name in [
+        "verifier_keys 1",
+        "verifier_keys_age_seconds",
+        "verifier_revocation_index_entries 0",
+        "verifier_revocation_index_lag_seconds",
+    ] {
+        assert!(metrics.contains(name), "missing {name}\n{metrics}");
+    }
+}

@@ -1,0 +1,9 @@
+//! The token verifier against the real auth server, real Redis and real nginx.
+
+mod keys;
+mod nginx;
+mod proxy;
+mod rejections;
+mod revocation;
+mod routing;
+mod support;

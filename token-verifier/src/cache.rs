@@ -1,0 +1,129 @@
+//! A bounded cache of verified tokens, keyed by the SHA-256 of the exact token bytes: the signature
+//! check is most of the cost of a request, and clients reuse one token for many requests. A
+//! token that differs in any byte (even a non-canonical re-encoding) is a different key.
+
+use std::collections::HashMap;
+use std::sync::{Arc, RwLock};
+
+use auth_core::token::VerifiedToken;
+use sha2::{Digest, Sha256};
+
+/// The digest a token is cached under.
+pub type TokenDigest = [u8; 32];
+
+/// The cache.
+pub struct TokenCache {
+    entries: RwLock<HashMap<TokenDigest, Arc<VerifiedToken>>>,
+    capacity: usize,
+    leeway: i64,
+}
+
+/// The digest of `token`.
+pub fn digest(token: &str) -> TokenDigest {
+    Sha256::digest(token.as_bytes()).into()
+}
+
+impl TokenCache {
+    /// A cache of at most `capacity` tokens; `leeway` seconds as in validation.
+    pub fn new(capacity: usize, leeway: i64) -> Self {
+        Self {
+            entries: RwLock::new(HashMap::with_capacity(capacity.min(1 << 16))),
+            capacity,
+            leeway,
+        }
+    }
+
+    /// The verified token cached under `key`, if it is still within its validity at `now`.
+    pub fn get(&self, key: &TokenDigest, now: i64) -> Option<Arc<VerifiedToken>> {
+        let entries = self
+            .entries
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let token = entries.get(key)?;
+        let claims = &token.claims;
+        (now <= claims.exp + self.leeway && now >= claims.nbf - self.leeway).then(|| token.clone())
+    }
+
+    /// Remembers a verified token. When full, expired entries go first, then arbitrary ones.
+    pub fn insert(&self, key: TokenDigest, token: Arc<VerifiedToken>, now: i64) {
+        if self.capacity == 0 {
+            return;
+        }
+        let mut entries = self
+            .entries
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if entries.len() >= self.capacity && !entries.contains_key(&key) {
+            let leeway = self.leeway;
+            entries.retain(|_, cached| cached.claims.exp + leeway >= now);
+            if entries.len() >= self.capacity {
+                let victims: Vec<TokenDigest> = entries.keys().take(self.capacity / 8 + 1).copied().collect();
+                for victim in victims {
+                    entries.remove(&victim);
+                }
+            }
+        }
+        entries.insert(key, token);
+    }
+
+    /// How many tokens are cached.
+    pub fn len(&self) -> usize {
+        self.entries
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .len()
+    }
+
+    /// Whether nothing is cached.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use auth_core::token::AccessClaims;
+    use uuid::Uuid;
+
+    use super::*;
+
+    fn token(exp: i64) -> Arc<VerifiedToken> {
+        Arc::new(VerifiedToken {
+            claims: AccessClaims {
+                iss: "i".into(),
+                aud: "a".into(),
+                sub: Uuid::new_v4(),
+                sid: Uuid::new_v4(),
+                jti: Uuid::new_v4(),
+                iat: exp - 900,
+                nbf: exp - 900,
+                exp,
+                email: "e@example.com".into(),
+                email_verified: true,
+                roles: vec![],
+            },
+            kid: "k".into(),
+        })
+    }
+
+    #[test]
+    fn entries_expire_with_their_tokens() {
+        let cache = TokenCache::new(10, 30);
+        cache.insert(digest("a"), token(1_000), 500);
+        assert!(cache.get(&digest("a"), 1_030).is_some());
+        assert!(cache.get(&digest("a"), 1_031).is_none());
+        assert!(
+            cache.get(&digest("b"), 500).is_none(),
+            "another token is another key"
+        );
+    }
+
+    #[test]
+    fn the_cache_stays_within_its_capacity() {
+        let cache = TokenCache::new(16, 0);
+        for i in 0..100 {
+            cache.insert(digest(&i.to_string()), token(10_000), 0);
+            assert!(cache.len() <= 16);
+        }
+    }
+}

@@ -1,0 +1,91 @@
+//! The answers the verifier gives, shared by forward-auth and the proxy.
+
+use auth_core::token::VerifiedToken;
+use poem::Response;
+use poem::http::header::{HeaderName, RETRY_AFTER, WWW_AUTHENTICATE};
+use poem::http::{HeaderMap, HeaderValue, StatusCode};
+
+use crate::gate::Decision;
+
+/// The identity headers apps receive.
+pub const IDENTITY_HEADERS: [&str; 4] = [
+    "x-auth-user-id",
+    "x-auth-session-id",
+    "x-auth-email",
+    "x-auth-roles",
+];
+
+/// Sets the identity headers of `token`.
+pub fn add_identity(headers: &mut HeaderMap, token: &VerifiedToken) {
+    let claims = &token.claims;
+    let values = [
+        claims.sub.to_string(),
+        claims.sid.to_string(),
+        claims.email.clone(),
+        claims.roles.join(","),
+    ];
+    for (name, value) in IDENTITY_HEADERS.into_iter().zip(values) {
+        if let Ok(value) = HeaderValue::from_str(&value) {
+            headers.insert(HeaderName::from_static(name), value);
+        }
+    }
+}
+
+/// Removes every `X-Auth-*` header a client sent, so an app never trusts a forged identity.
+pub fn strip_identity(headers: &mut HeaderMap) {
+    let forged: Vec<HeaderName> = headers
+        .keys()
+        .filter(|name| name.as_str().starts_with("x-auth-"))
+        .cloned()
+        .collect();
+    for name in forged {
+        headers.remove(name);
+    }
+}
+
+fn problem(status: StatusCode, slug: &str) -> Response {
+    let body = format!(
+        r#"{{"type":"urn:auth-platform:problem:{slug}","title":"{}","status":{}}}"#,
+        status.canonical_reason().unwrap_or("Error"),
+        status.as_u16()
+    );
+    Response::builder()
+        .status(status)
+        .content_type("application/problem+json")
+        .body(body)
+}
+
+/// The refusal for a decision that is not an allowance, with the RFC 6750 headers.
+pub fn refusal(decision: &Decision) -> Response {
+    match decision {
+        Decision::Unauthorized { invalid } => {
+            let challenge = if *invalid {
+                "Bearer realm=\"auth-platform\", error=\"invalid_token\""
+            } else {
+                "Bearer realm=\"auth-platform\""
+            };
+            let mut response = problem(StatusCode::UNAUTHORIZED, "invalid-token");
+            response
+                .headers_mut()
+                .insert(WWW_AUTHENTICATE, HeaderValue::from_static(challenge));
+            response
+        }
+        Decision::Forbidden => {
+            let mut response = problem(StatusCode::FORBIDDEN, "forbidden");
+            response.headers_mut().insert(
+                WWW_AUTHENTICATE,
+                HeaderValue::from_static("Bearer realm=\"auth-platform\", error=\"insufficient_scope\""),
+            );
+            response
+        }
+        Decision::Unavailable => {
+            let mut response = problem(StatusCode::SERVICE_UNAVAILABLE, "unavailable");
+            response
+                .headers_mut()
+                .insert(RETRY_AFTER, HeaderValue::from_static("1"));
+            response
+        }
+        Decision::BadPath => problem(StatusCode::BAD_REQUEST, "bad-path"),
+        Decision::Allow(_) | Decision::Public => Response::builder().status(StatusCode::OK).finish(),
+    }
+}
