@@ -1,8 +1,10 @@
 //! `platform-bench`: measures the platform on this machine against real PostgreSQL and Redis.
 //! Run it with `cargo run --release -p platform-bench -- <server|verifier>`.
 
+mod ceiling;
 mod load;
 mod server;
+mod verifier;
 
 use std::time::Duration;
 
@@ -23,6 +25,14 @@ struct Cli {
 enum Target {
     /// Login against the bcrypt ceiling, refresh and /api/auth/me at 64 connections.
     Server,
+    /// /verify in three modes against two ceilings, memory, start-up and propagation.
+    Verifier,
+    /// (internal) the trivial ceiling server.
+    #[command(hide = true)]
+    CeilingTrivial { listen: String },
+    /// (internal) the signature-only ceiling server.
+    #[command(hide = true)]
+    CeilingSignature { listen: String, jwks: String },
 }
 
 fn main() -> anyhow::Result<()> {
@@ -31,6 +41,9 @@ fn main() -> anyhow::Result<()> {
     runtime.block_on(async {
         match cli.target {
             Target::Server => server::run(Duration::from_secs(cli.seconds)).await,
+            Target::Verifier => verifier::run(Duration::from_secs(cli.seconds)).await,
+            Target::CeilingTrivial { listen } => ceiling::serve_trivial(listen).await,
+            Target::CeilingSignature { listen, jwks } => ceiling::serve_signature_only(listen, jwks).await,
         }
     })
 }

@@ -29,20 +29,35 @@ impl RunningService {
             child: Some(child),
             admin_url: format!("http://{admin_listen}"),
         };
-        service.wait_for("/health/live", 200).await;
+        service.wait_for_fast("/health/live", 200).await;
         service
+    }
+
+    /// The process id, while it runs.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().and_then(tokio::process::Child::id)
     }
 
     /// Polls an admin path until it answers `status`.
     pub async fn wait_for(&self, path: &str, status: u16) {
+        self.poll(path, status, Duration::from_millis(25)).await;
+    }
+
+    /// Polls every millisecond, to time start-up.
+    pub async fn wait_for_fast(&self, path: &str, status: u16) {
+        self.poll(path, status, Duration::from_millis(1)).await;
+    }
+
+    async fn poll(&self, path: &str, status: u16, every: Duration) {
         let client = reqwest::Client::new();
-        for _ in 0..400 {
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while std::time::Instant::now() < deadline {
             if let Ok(response) = client.get(format!("{}{path}", self.admin_url)).send().await
                 && response.status().as_u16() == status
             {
                 return;
             }
-            tokio::time::sleep(Duration::from_millis(25)).await;
+            tokio::time::sleep(every).await;
         }
         panic!("{}{path} never answered {status}", self.admin_url);
     }

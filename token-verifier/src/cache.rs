@@ -6,14 +6,45 @@ use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
 
 use auth_core::token::VerifiedToken;
+use poem::http::HeaderValue;
 use sha2::{Digest, Sha256};
+
+use crate::responses::IDENTITY_HEADERS;
+
+/// A verified token with the identity header values it grants, computed once.
+#[derive(Debug)]
+pub struct Admission {
+    /// The token.
+    pub token: VerifiedToken,
+    /// Values for [`IDENTITY_HEADERS`], in order.
+    pub headers: Vec<HeaderValue>,
+}
+
+impl Admission {
+    /// The admission of `token`; identity values that are not valid header text are left out.
+    pub fn new(token: VerifiedToken) -> Self {
+        let claims = &token.claims;
+        let values = [
+            claims.sub.to_string(),
+            claims.sid.to_string(),
+            claims.email.clone(),
+            claims.roles.join(","),
+        ];
+        let headers = values
+            .iter()
+            .map(|value| HeaderValue::from_str(value).unwrap_or_else(|_| HeaderValue::from_static("")))
+            .collect();
+        debug_assert_eq!(values.len(), IDENTITY_HEADERS.len());
+        Self { token, headers }
+    }
+}
 
 /// The digest a token is cached under.
 pub type TokenDigest = [u8; 32];
 
 /// The cache.
 pub struct TokenCache {
-    entries: RwLock<HashMap<TokenDigest, Arc<VerifiedToken>>>,
+    entries: RwLock<HashMap<TokenDigest, Arc<Admission>>>,
     capacity: usize,
     leeway: i64,
 }
@@ -33,29 +64,31 @@ impl TokenCache {
         }
     }
 
+    /// Whether the cache holds anything at all (capacity 0 turns it off).
+    pub fn is_enabled(&self) -> bool {
+        self.capacity > 0
+    }
+
     /// The verified token cached under `key`, if it is still within its validity at `now`.
-    pub fn get(&self, key: &TokenDigest, now: i64) -> Option<Arc<VerifiedToken>> {
+    pub fn get(&self, key: &TokenDigest, now: i64) -> Option<Arc<Admission>> {
         let entries = self
             .entries
             .read()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
-        let token = entries.get(key)?;
-        let claims = &token.claims;
-        (now <= claims.exp + self.leeway && now >= claims.nbf - self.leeway).then(|| token.clone())
+        let admission = entries.get(key)?;
+        let claims = &admission.token.claims;
+        (now <= claims.exp + self.leeway && now >= claims.nbf - self.leeway).then(|| admission.clone())
     }
 
     /// Remembers a verified token. When full, expired entries go first, then arbitrary ones.
-    pub fn insert(&self, key: TokenDigest, token: Arc<VerifiedToken>, now: i64) {
-        if self.capacity == 0 {
-            return;
-        }
+    pub fn insert(&self, key: TokenDigest, admission: Arc<Admission>, now: i64) {
         let mut entries = self
             .entries
             .write()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
         if entries.len() >= self.capacity && !entries.contains_key(&key) {
             let leeway = self.leeway;
-            entries.retain(|_, cached| cached.claims.exp + leeway >= now);
+            entries.retain(|_, cached| cached.token.claims.exp + leeway >= now);
             if entries.len() >= self.capacity {
                 let victims: Vec<TokenDigest> = entries.keys().take(self.capacity / 8 + 1).copied().collect();
                 for victim in victims {
@@ -63,7 +96,7 @@ impl TokenCache {
                 }
             }
         }
-        entries.insert(key, token);
+        entries.insert(key, admission);
     }
 
     /// How many tokens are cached.
@@ -87,8 +120,8 @@ mod tests {
 
     use super::*;
 
-    fn token(exp: i64) -> Arc<VerifiedToken> {
-        Arc::new(VerifiedToken {
+    fn token(exp: i64) -> Arc<Admission> {
+        Arc::new(Admission::new(VerifiedToken {
             claims: AccessClaims {
                 iss: "i".into(),
                 aud: "a".into(),
@@ -103,7 +136,7 @@ mod tests {
                 roles: vec![],
             },
             kid: "k".into(),
-        })
+        }))
     }
 
     #[test]

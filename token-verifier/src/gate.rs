@@ -10,7 +10,7 @@ use auth_core::token::{BearerError, TokenError, TokenValidator, VerifiedToken, b
 use poem::http::HeaderMap;
 use poem::http::header::COOKIE;
 
-use crate::cache::{TokenCache, digest};
+use crate::cache::{Admission, TokenCache, digest};
 use crate::keys::KeyStore;
 use crate::metrics::VerifierMetrics;
 use crate::rules::{Rules, is_safe_path};
@@ -19,7 +19,7 @@ use crate::rules::{Rules, is_safe_path};
 #[derive(Debug)]
 pub enum Decision {
     /// A valid, unrevoked token with the required roles.
-    Allow(Arc<VerifiedToken>),
+    Allow(Arc<Admission>),
     /// A public path: no token needed.
     Public,
     /// No usable token; `invalid` when one was presented (RFC 6750 `error="invalid_token"`).
@@ -88,7 +88,9 @@ fn cookie_token<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
 impl Gate {
     /// Decides on a request for `method` `path` with `headers`.
     pub async fn decide(&self, method: &str, path: &str, headers: &HeaderMap) -> Decision {
+        let started = std::time::Instant::now();
         let decision = self.evaluate(method, path, headers).await;
+        self.metrics.duration.observe(started.elapsed().as_secs_f64());
         let counter = match &decision {
             Decision::Allow(_) => &self.metrics.allowed,
             Decision::Public => &self.metrics.public,
@@ -129,7 +131,7 @@ impl Gate {
             Ok(verified) => verified,
             Err(error) => return self.reject(error.label()),
         };
-        match self.revoked(&verified).await {
+        match self.revoked(&verified.token).await {
             Ok(Some(kind)) => return self.reject(revoked_label(kind)),
             Ok(None) => {}
             Err(()) if self.fail_open => {
@@ -139,7 +141,12 @@ impl Gate {
             Err(()) => return Decision::Unavailable,
         }
         if let Some(roles) = self.rules.required_roles(method, path)
-            && !verified.claims.roles.iter().any(|role| roles.contains(role))
+            && !verified
+                .token
+                .claims
+                .roles
+                .iter()
+                .any(|role| roles.contains(role))
         {
             self.metrics.rejections.with_label_values(&["missing_role"]).inc();
             return Decision::Forbidden;
@@ -149,10 +156,10 @@ impl Gate {
 
     /// The verified token, from the cache or a full verification (with one key refetch when the
     /// `kid` is unknown).
-    async fn verify(&self, token: &str) -> Result<Arc<VerifiedToken>, TokenError> {
+    async fn verify(&self, token: &str) -> Result<Arc<Admission>, TokenError> {
         let now = unix_now();
-        let key = digest(token);
-        if let Some(cached) = self.cache.get(&key, now) {
+        let key = self.cache.is_enabled().then(|| digest(token));
+        if let Some(cached) = key.and_then(|key| self.cache.get(&key, now)) {
             self.metrics.cache_hits.inc();
             return Ok(cached);
         }
@@ -163,8 +170,10 @@ impl Gate {
             }
             outcome => outcome,
         }?;
-        let verified = Arc::new(verified);
-        self.cache.insert(key, verified.clone(), now);
+        let verified = Arc::new(Admission::new(verified));
+        if let Some(key) = key {
+            self.cache.insert(key, verified.clone(), now);
+        }
         Ok(verified)
     }
 

@@ -11,6 +11,7 @@ use poem::http::header::{CONNECTION, HOST, UPGRADE};
 use poem::http::{HeaderMap, HeaderName, HeaderValue, StatusCode, uri};
 use poem::{Body, Endpoint, Request, Response};
 
+use crate::cache::Admission;
 use crate::gate::{Decision, Gate};
 use crate::http_client::{HttpClient, StreamBody};
 use crate::responses::{add_identity, refusal, strip_identity};
@@ -49,7 +50,7 @@ impl Proxy {
         })
     }
 
-    async fn forward(&self, req: Request, token: Option<&auth_core::token::VerifiedToken>) -> Response {
+    async fn forward(&self, req: Request, admission: Option<&Admission>) -> Response {
         let upgrade = is_upgrade(req.headers());
         let client_upgrade = upgrade.then(|| req.take_upgrade().ok()).flatten();
         let remote = req.remote_addr().as_socket_addr().copied();
@@ -57,8 +58,8 @@ impl Proxy {
         let mut headers = parts.headers;
         strip_identity(&mut headers);
         strip_hop_by_hop(&mut headers, upgrade);
-        if let Some(token) = token {
-            add_identity(&mut headers, token);
+        if let Some(admission) = admission {
+            add_identity(&mut headers, admission);
         }
         add_forwarded(&mut headers, remote);
         let path_and_query = parts.uri.path_and_query().map_or("/", |pq| pq.as_str());
@@ -174,7 +175,7 @@ impl Endpoint for Proxy {
             .decide(req.method().as_str(), req.uri().path(), req.headers())
             .await;
         Ok(match decision {
-            Decision::Allow(token) => self.forward(req, Some(&token)).await,
+            Decision::Allow(admission) => self.forward(req, Some(&admission)).await,
             Decision::Public => self.forward(req, None).await,
             refused => refusal(&refused),
         })

@@ -1,10 +1,10 @@
 //! The answers the verifier gives, shared by forward-auth and the proxy.
 
-use auth_core::token::VerifiedToken;
 use poem::Response;
 use poem::http::header::{HeaderName, RETRY_AFTER, WWW_AUTHENTICATE};
 use poem::http::{HeaderMap, HeaderValue, StatusCode};
 
+use crate::cache::Admission;
 use crate::gate::Decision;
 
 /// The identity headers apps receive.
@@ -15,19 +15,10 @@ pub const IDENTITY_HEADERS: [&str; 4] = [
     "x-auth-roles",
 ];
 
-/// Sets the identity headers of `token`.
-pub fn add_identity(headers: &mut HeaderMap, token: &VerifiedToken) {
-    let claims = &token.claims;
-    let values = [
-        claims.sub.to_string(),
-        claims.sid.to_string(),
-        claims.email.clone(),
-        claims.roles.join(","),
-    ];
-    for (name, value) in IDENTITY_HEADERS.into_iter().zip(values) {
-        if let Ok(value) = HeaderValue::from_str(&value) {
-            headers.insert(HeaderName::from_static(name), value);
-        }
+/// Sets the identity headers of an admitted request.
+pub fn add_identity(headers: &mut HeaderMap, admission: &Admission) {
+    for (name, value) in IDENTITY_HEADERS.into_iter().zip(&admission.headers) {
+        headers.insert(HeaderName::from_static(name), value.clone());
     }
 }
 

@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
-use auth_core::http::{HttpMetrics, RequestId};
+use auth_core::http::RequestId;
 use auth_core::listener::{self, BoundListener};
 use auth_core::metrics::register_computed_gauge;
 use auth_core::readiness::{Latch, Readiness};
@@ -118,18 +118,9 @@ impl Verifier {
         });
         register_gate_gauges(&registry, &gate)?;
 
-        let http_metrics = HttpMetrics::register(&registry)?;
         let app = match &settings.upstream {
-            Some(upstream) => with_middleware(
-                Proxy::new(gate, client, upstream)?,
-                http_metrics,
-                settings.access_log,
-            ),
-            None => with_middleware(
-                crate::forward_auth::routes(gate),
-                http_metrics,
-                settings.access_log,
-            ),
+            Some(upstream) => with_access_log(Proxy::new(gate, client, upstream)?, settings.access_log),
+            None => with_access_log(crate::forward_auth::routes(gate), settings.access_log),
         };
 
         let public = listener::bind("public", &settings.listen).await?;
@@ -192,13 +183,13 @@ impl Verifier {
     }
 }
 
-/// Request metrics always; the access log only when asked for.
-fn with_middleware(
+/// The access log only when asked for. Request counts and latencies come from the decision
+/// metrics, which need no per-request label lookups on this hot path.
+fn with_access_log(
     app: impl IntoEndpoint<Endpoint: Endpoint<Output = Response> + 'static>,
-    metrics: HttpMetrics,
     access_log: bool,
 ) -> poem::endpoint::BoxEndpoint<'static, Response> {
-    let app = app.into_endpoint().with(metrics);
+    let app = app.into_endpoint();
     if access_log {
         app.with(RequestId).boxed()
     } else {

@@ -1,7 +1,5 @@
 //! One revocation, and its stream form.
 
-use std::collections::HashMap;
-
 use uuid::Uuid;
 
 use crate::token::VerifiedToken;
@@ -129,20 +127,54 @@ impl Revocation {
         fields
     }
 
-    /// Reads a stream entry; `None` for an entry this version does not understand.
-    pub fn from_stream_fields(fields: &HashMap<String, String>) -> Option<Self> {
-        let kind = RevocationKind::parse(fields.get("kind")?)?;
-        let id = fields.get("id")?.clone();
-        let until = fields.get("until")?.parse().ok()?;
-        let before = match kind {
-            RevocationKind::User => Some(fields.get("before")?.parse().ok()?),
-            _ => None,
-        };
+    /// The borrowed form the index takes.
+    pub fn as_ref(&self) -> RevocationRef<'_> {
+        RevocationRef {
+            kind: self.kind,
+            id: self.id.as_bytes(),
+            before: self.before,
+            until: self.until,
+        }
+    }
+}
+
+/// A revocation read in place from a stream entry, without allocating.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RevocationRef<'a> {
+    /// What it applies to.
+    pub kind: RevocationKind,
+    /// The `jti`, `sid`, user id or `kid`, as bytes.
+    pub id: &'a [u8],
+    /// For users: tokens with `iat` at or before this are revoked.
+    pub before: Option<i64>,
+    /// When it stops mattering.
+    pub until: i64,
+}
+
+impl<'a> RevocationRef<'a> {
+    /// Reads a stream entry's field/value pairs; `None` for an entry this version does not
+    /// understand (so a newer writer cannot break an older verifier).
+    pub fn from_stream_fields(pairs: impl IntoIterator<Item = (&'a [u8], &'a [u8])>) -> Option<Self> {
+        let (mut kind, mut id, mut before, mut until) = (None, None, None, None);
+        let number = |value: &[u8]| std::str::from_utf8(value).ok()?.parse::<i64>().ok();
+        for (field, value) in pairs {
+            match field {
+                b"kind" => kind = RevocationKind::parse(std::str::from_utf8(value).ok()?),
+                b"id" => id = Some(value),
+                b"until" => until = number(value),
+                b"before" => before = number(value),
+                _ => {}
+            }
+        }
+        let kind = kind?;
+        if (kind == RevocationKind::User) != before.is_some() {
+            return None;
+        }
         Some(Self {
             kind,
-            id,
+            id: id?,
             before,
-            until,
+            until: until?,
         })
     }
 }

@@ -3,21 +3,20 @@
 //! reloading from the beginning when that id is no longer in the stream (trimmed, or a flushed
 //! Redis).
 
-use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::time::Duration;
 
 use redis::aio::MultiplexedConnection;
-use redis::streams::{StreamId, StreamRangeReply, StreamReadReply};
 use redis::{AsyncConnectionConfig, Client, Value};
 
-use super::{RedisKeys, Revocation, RevocationIndex, unix_now};
+use super::{RedisKeys, RevocationIndex, RevocationRef, unix_now};
 use crate::readiness::Latch;
 use crate::shutdown::Shutdown;
 
 const BLOCK: Duration = Duration::from_millis(1000);
-const PAGE: usize = 5000;
+// Small pages keep the transient reply memory (and so the resident size) low while loading.
+const PAGE: usize = 1000;
 const MAX_BACKOFF: Duration = Duration::from_secs(2);
 
 /// How the follower is doing, for readiness, metrics and fail-closed decisions.
@@ -120,13 +119,13 @@ impl StreamFollower {
         let stream = self.keys.stream();
         let resumable = match last_id.as_deref() {
             Some(id) => {
-                let found: StreamRangeReply = redis::cmd("XRANGE")
+                let found: Value = redis::cmd("XRANGE")
                     .arg(&stream)
                     .arg(id)
                     .arg(id)
                     .query_async(&mut conn)
                     .await?;
-                !found.ids.is_empty()
+                !entries(&found).is_empty()
             }
             None => false,
         };
@@ -137,7 +136,7 @@ impl StreamFollower {
         let mut last_prune = unix_now();
         loop {
             let from = last_id.clone().unwrap_or_else(|| "0-0".to_owned());
-            let reply: Option<StreamReadReply> = redis::cmd("XREAD")
+            let reply: Value = redis::cmd("XREAD")
                 .arg("COUNT")
                 .arg(PAGE)
                 .arg("BLOCK")
@@ -148,13 +147,8 @@ impl StreamFollower {
                 .query_async(&mut conn)
                 .await?;
             self.status.heard_from_redis();
-            if let Some(reply) = reply {
-                for key in reply.keys {
-                    if let Some(last) = key.ids.last() {
-                        *last_id = Some(last.id.clone());
-                    }
-                    self.apply(&key.ids);
-                }
+            if let Some(last) = self.apply(read_entries(&reply)) {
+                *last_id = Some(last);
             }
             if unix_now() - last_prune >= 30 {
                 last_prune = unix_now();
@@ -164,49 +158,165 @@ impl StreamFollower {
     }
 
     /// Reads the whole stream (it holds exactly the revocations that can still matter) and
-    /// returns the id to follow from.
+    /// returns the id to follow from. Parsing the replies is most of the cost, so the stream is
+    /// split by time into one part per core, each read on its own connection.
     async fn load(&self, conn: &mut MultiplexedConnection, stream: &str) -> redis::RedisResult<String> {
-        let mut from = "-".to_owned();
-        let mut last = "0-0".to_owned();
-        loop {
-            let page: StreamRangeReply = redis::cmd("XRANGE")
+        let started = std::time::Instant::now();
+        let bound = async |command: &str, from: &str, to: &str, conn: &mut MultiplexedConnection| {
+            let reply: Value = redis::cmd(command)
                 .arg(stream)
-                .arg(&from)
-                .arg("+")
+                .arg(from)
+                .arg(to)
                 .arg("COUNT")
-                .arg(PAGE)
+                .arg(1)
                 .query_async(conn)
                 .await?;
-            let Some(tail) = page.ids.last() else { break };
-            last = tail.id.clone();
-            from = format!("({last}");
-            self.apply(&page.ids);
-            if page.ids.len() < PAGE {
-                break;
-            }
+            redis::RedisResult::Ok(
+                entries(&reply)
+                    .first()
+                    .and_then(|entry| text(entry_parts(entry)?.0)),
+            )
+        };
+        let first = bound("XRANGE", "-", "+", conn).await?;
+        let last = bound("XREVRANGE", "+", "-", conn).await?;
+        let (Some(first), Some(last)) = (first, last) else {
+            return self.loaded(started, "0-0".to_owned());
+        };
+        let length: usize = redis::cmd("XLEN").arg(stream).query_async(conn).await?;
+        self.index.reserve(length);
+        let millis = |id: &str| {
+            id.split('-')
+                .next()
+                .and_then(|ms| ms.parse::<u64>().ok())
+                .unwrap_or(0)
+        };
+        let (low, high) = (millis(&first), millis(&last));
+        let parts = std::thread::available_parallelism()
+            .map_or(1, usize::from)
+            .clamp(1, 4) as u64;
+        let span = (high - low) / parts + 1;
+        let mut tasks = Vec::new();
+        for part in 0..parts {
+            let from = if part == 0 {
+                first.clone()
+            } else {
+                format!("{}-0", low + part * span)
+            };
+            let to = if part == parts - 1 {
+                last.clone()
+            } else {
+                format!("{}-{}", low + (part + 1) * span - 1, u64::MAX)
+            };
+            let connection = if part == 0 {
+                conn.clone()
+            } else {
+                self.connect().await?
+            };
+            let (index, stream) = (self.index.clone(), stream.to_owned());
+            tasks.push(tokio::spawn(load_range(connection, stream, from, to, index)));
         }
+        for task in tasks {
+            task.await
+                .map_err(|error| redis::RedisError::from(std::io::Error::other(error)))??;
+        }
+        self.loaded(started, last)
+    }
+
+    fn loaded(&self, started: std::time::Instant, last: String) -> redis::RedisResult<String> {
         self.index.prune(unix_now());
         self.status.heard_from_redis();
         self.status.loads.fetch_add(1, Ordering::AcqRel);
-        tracing::info!(entries = self.index.len(), "revocation index loaded");
+        tracing::info!(
+            entries = self.index.len(),
+            seconds = started.elapsed().as_secs_f64(),
+            "revocation index loaded"
+        );
         Ok(last)
     }
 
-    fn apply(&self, entries: &[StreamId]) {
-        let revocations: Vec<Revocation> = entries.iter().filter_map(decode).collect();
-        self.index.apply(&revocations);
+    /// Indexes stream entries in place and returns the id of the last one.
+    fn apply(&self, entries: &[Value]) -> Option<String> {
+        apply(&self.index, entries)
     }
 }
 
-fn decode(entry: &StreamId) -> Option<Revocation> {
-    let fields: HashMap<String, String> = entry
-        .map
-        .iter()
-        .filter_map(|(field, value)| Some((field.clone(), text(value)?)))
-        .collect();
-    Revocation::from_stream_fields(&fields)
+/// Indexes stream entries in place and returns the id of the last one.
+fn apply(index: &RevocationIndex, entries: &[Value]) -> Option<String> {
+    let last = entries.last().and_then(|entry| text(entry_parts(entry)?.0));
+    index.apply_refs(entries.iter().filter_map(|entry| {
+        let (_, fields) = entry_parts(entry)?;
+        let pairs = fields
+            .chunks_exact(2)
+            .filter_map(|pair| Some((bytes(&pair[0])?, bytes(&pair[1])?)));
+        RevocationRef::from_stream_fields(pairs)
+    }));
+    last
+}
+
+/// Pages through the entries from `from` to `to` (inclusive ids) into `index`.
+async fn load_range(
+    mut conn: MultiplexedConnection,
+    stream: String,
+    mut from: String,
+    to: String,
+    index: Arc<RevocationIndex>,
+) -> redis::RedisResult<()> {
+    loop {
+        let page: Value = redis::cmd("XRANGE")
+            .arg(&stream)
+            .arg(&from)
+            .arg(&to)
+            .arg("COUNT")
+            .arg(PAGE)
+            .query_async(&mut conn)
+            .await?;
+        let count = entries(&page).len();
+        match apply(&index, entries(&page)) {
+            Some(tail) if count == PAGE => from = format!("({tail}"),
+            _ => return Ok(()),
+        }
+    }
+}
+
+fn bytes(value: &Value) -> Option<&[u8]> {
+    match value {
+        Value::BulkString(bytes) => Some(bytes),
+        Value::SimpleString(text) => Some(text.as_bytes()),
+        _ => None,
+    }
 }
 
 fn text(value: &Value) -> Option<String> {
-    redis::from_redis_value_ref(value).ok()
+    Some(String::from_utf8_lossy(bytes(value)?).into_owned())
+}
+
+/// The entries of an `XRANGE` reply: `[[id, [field, value, …]], …]`.
+fn entries(reply: &Value) -> &[Value] {
+    match reply {
+        Value::Array(entries) => entries,
+        _ => &[],
+    }
+}
+
+/// The entries of a one-stream `XREAD` reply: nil, or `[[key, entries]]` (a map in RESP3).
+fn read_entries(reply: &Value) -> &[Value] {
+    match reply {
+        Value::Array(streams) => match streams.first() {
+            Some(Value::Array(stream)) => stream.get(1).map_or(&[], entries),
+            _ => &[],
+        },
+        Value::Map(streams) => streams.first().map_or(&[], |(_, stream)| entries(stream)),
+        _ => &[],
+    }
+}
+
+/// An entry's id and its flat field/value list.
+fn entry_parts(entry: &Value) -> Option<(&Value, &[Value])> {
+    match entry {
+        Value::Array(parts) if parts.len() == 2 => match &parts[1] {
+            Value::Array(fields) => Some((&parts[0], fields)),
+            _ => None,
+        },
+        _ => None,
+    }
 }

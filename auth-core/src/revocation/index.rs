@@ -5,7 +5,7 @@ use std::sync::RwLock;
 
 use uuid::Uuid;
 
-use super::{Revocation, RevocationKind};
+use super::{Revocation, RevocationKind, RevocationRef};
 use crate::token::VerifiedToken;
 
 /// Every revocation that still matters, by what it revokes; each entry with its `until`.
@@ -30,13 +30,18 @@ fn keep_later(slot: &mut i64, until: i64) {
 impl RevocationIndex {
     /// Adds revocations; applying one twice changes nothing, and a user's instant only moves on.
     pub fn apply<'a>(&self, revocations: impl IntoIterator<Item = &'a Revocation>) {
+        self.apply_refs(revocations.into_iter().map(Revocation::as_ref));
+    }
+
+    /// Adds revocations read in place from the stream, under one lock.
+    pub fn apply_refs<'a>(&self, revocations: impl IntoIterator<Item = RevocationRef<'a>>) {
         let mut entries = self
             .entries
             .write()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
         for revocation in revocations {
             let until = revocation.until;
-            let uuid = Uuid::parse_str(&revocation.id).ok();
+            let uuid = Uuid::try_parse_ascii(revocation.id).ok();
             match (revocation.kind, uuid) {
                 (RevocationKind::Token, Some(id)) => {
                     keep_later(entries.tokens.entry(id).or_insert(until), until)
@@ -50,12 +55,25 @@ impl RevocationIndex {
                     *slot = (slot.0.max(before), slot.1.max(until));
                 }
                 (RevocationKind::Key, _) => {
-                    keep_later(entries.keys.entry(revocation.id.clone()).or_insert(until), until);
+                    let Ok(kid) = std::str::from_utf8(revocation.id) else {
+                        continue;
+                    };
+                    keep_later(entries.keys.entry(kid.to_owned()).or_insert(until), until);
                 }
                 // An id that is not a UUID cannot match any token we issue.
                 (_, None) => {}
             }
         }
+    }
+
+    /// Makes room for `additional` token revocations (the usual kind), so a bulk load does not
+    /// rehash as it grows.
+    pub fn reserve(&self, additional: usize) {
+        self.entries
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .tokens
+            .reserve(additional);
     }
 
     /// The kind of the first revocation that rejects `token`, if any.

@@ -10,7 +10,7 @@ mod keys;
 mod lookup;
 mod publish;
 
-pub use entry::{Revocation, RevocationKind};
+pub use entry::{Revocation, RevocationKind, RevocationRef};
 pub use follower::{FollowerStatus, StreamFollower};
 pub use index::RevocationIndex;
 pub use keys::RedisKeys;

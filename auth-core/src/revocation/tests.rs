@@ -1,5 +1,3 @@
-use std::collections::HashMap;
-
 use uuid::Uuid;
 
 use super::*;
@@ -51,15 +49,17 @@ fn stream_fields_round_trip() {
         Revocation::user(Uuid::new_v4(), 3, 7),
         Revocation::key("kid-1", 8),
     ] {
-        let fields: HashMap<String, String> = revocation
-            .stream_fields()
-            .into_iter()
-            .map(|(k, v)| (k.to_owned(), v))
-            .collect();
-        assert_eq!(Revocation::from_stream_fields(&fields), Some(revocation));
+        let fields = revocation.stream_fields();
+        let pairs = fields.iter().map(|(k, v)| (k.as_bytes(), v.as_bytes()));
+        assert_eq!(
+            RevocationRef::from_stream_fields(pairs),
+            Some(revocation.as_ref())
+        );
     }
-    let unknown = HashMap::from([("kind".to_owned(), "tenant".to_owned())]);
-    assert_eq!(Revocation::from_stream_fields(&unknown), None);
+    let unknown: [(&[u8], &[u8]); 3] = [(b"kind", b"tenant"), (b"id", b"x"), (b"until", b"1")];
+    assert_eq!(RevocationRef::from_stream_fields(unknown), None);
+    let user_without_instant: [(&[u8], &[u8]); 3] = [(b"kind", b"user"), (b"id", b"x"), (b"until", b"1")];
+    assert_eq!(RevocationRef::from_stream_fields(user_without_instant), None);
 }
 
 #[test]

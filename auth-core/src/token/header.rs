@@ -13,10 +13,13 @@ const MAX_KID_LEN: usize = 128;
 
 /// The header fields that matter; serde's derive refuses a duplicated field.
 #[derive(Deserialize)]
-struct RawHeader {
-    alg: String,
-    kid: Option<String>,
-    typ: Option<String>,
+struct RawHeader<'a> {
+    #[serde(borrow)]
+    alg: std::borrow::Cow<'a, str>,
+    #[serde(borrow)]
+    kid: Option<std::borrow::Cow<'a, str>>,
+    #[serde(borrow)]
+    typ: Option<std::borrow::Cow<'a, str>>,
     #[serde(default, deserialize_with = "present")]
     crit: Option<Value>,
     #[serde(default, deserialize_with = "present")]
@@ -36,7 +39,7 @@ fn present<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Option<Value>, 
 
 /// What the validator needs from a header that passed the checks.
 pub(super) struct CheckedHeader {
-    pub alg: String,
+    pub alg: jsonwebtoken::Algorithm,
     pub kid: String,
 }
 
@@ -66,5 +69,10 @@ pub(super) fn check(segment: &[u8]) -> Result<CheckedHeader, TokenError> {
     if kid.is_empty() || kid.len() > MAX_KID_LEN || !kid.bytes().all(|b| b.is_ascii_graphic()) {
         return Err(TokenError::Malformed);
     }
-    Ok(CheckedHeader { alg: header.alg, kid })
+    // `none` (in any case) and unknown names are not algorithms at all.
+    let alg = header.alg.parse().map_err(|_| TokenError::AlgorithmMismatch)?;
+    Ok(CheckedHeader {
+        alg,
+        kid: kid.into_owned(),
+    })
 }

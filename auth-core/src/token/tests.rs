@@ -266,11 +266,12 @@ fn only_canonical_base64url_is_accepted() {
     let f = fixture();
     let token = sign(&f, &header(), &claims());
     let segments: Vec<&str> = token.split('.').collect();
+    // A signature that is not canonical base64url does not decode, so it cannot verify.
 
     let padded = format!("{}==", segments[2]);
     assert_eq!(
         check(&f, &format!("{}.{}.{padded}", segments[0], segments[1])),
-        Err(TokenError::Malformed)
+        Err(TokenError::BadSignature)
     );
 
     let standard_alphabet = STANDARD.encode(URL_SAFE_NO_PAD.decode(segments[2]).unwrap());
@@ -281,7 +282,7 @@ fn only_canonical_base64url_is_accepted() {
             segments[1],
             standard_alphabet.trim_end_matches('=')
         );
-        assert_eq!(check(&f, &token), Err(TokenError::Malformed));
+        assert_eq!(check(&f, &token), Err(TokenError::BadSignature));
     }
 
     // 256 signature bytes encode to 342 characters, the last of which carries 4 unused bits.
@@ -292,8 +293,15 @@ fn only_canonical_base64url_is_accepted() {
     altered.push(alphabet.as_bytes()[usize::from(sextet | 1)] as char);
     assert_eq!(
         check(&f, &format!("{}.{}.{altered}", segments[0], segments[1])),
-        Err(TokenError::Malformed)
+        Err(TokenError::BadSignature)
     );
+
+    let padded_payload = format!("{}.{}=.{}", segments[0], segments[1], segments[2]);
+    assert!(check(&f, &padded_payload).is_err());
+    let header_bytes = URL_SAFE_NO_PAD.decode(segments[0]).unwrap();
+    let standard_header = STANDARD.encode(&header_bytes);
+    let header_token = format!("{standard_header}.{}.{}", segments[1], segments[2]);
+    assert!(check(&f, &header_token).is_err());
 }
 
 #[test]
