@@ -123,8 +123,15 @@ async fn redis_calls(conn: &mut redis::aio::MultiplexedConnection) -> anyhow::Re
 fn cpu_seconds(pid: u32) -> f64 {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
     // The command name (field 2) may hold spaces; the numeric fields follow its closing parenthesis.
-    let fields: Vec<&str> = stat.rsplit_once(')').map_or(vec![], |(_, rest)| rest.split_whitespace().collect());
-    let ticks = |index: usize| fields.get(index).and_then(|field| field.parse::<f64>().ok()).unwrap_or(f64::NAN);
+    let fields: Vec<&str> = stat
+        .rsplit_once(')')
+        .map_or(vec![], |(_, rest)| rest.split_whitespace().collect());
+    let ticks = |index: usize| {
+        fields
+            .get(index)
+            .and_then(|field| field.parse::<f64>().ok())
+            .unwrap_or(f64::NAN)
+    };
     // utime and stime are fields 14 and 15 of the whole line, 11 and 12 after the name.
     (ticks(11) + ticks(12)) / 100.0
 }
@@ -135,13 +142,19 @@ struct Measured {
     cpu_us_per_request: f64,
 }
 
-async fn measured(pid: u32, run: impl std::future::Future<Output = anyhow::Result<Report>>) -> anyhow::Result<Measured> {
+async fn measured(
+    pid: u32,
+    run: impl std::future::Future<Output = anyhow::Result<Report>>,
+) -> anyhow::Result<Measured> {
     let before = cpu_seconds(pid);
     let report = run.await?;
     // The warm-up is part of the CPU time, so it is counted against the requests of both windows.
     let cpu = cpu_seconds(pid) - before;
     let total_requests = report.requests as f64 * (1.0 + 2.0 / report.elapsed.as_secs_f64());
-    Ok(Measured { cpu_us_per_request: cpu * 1e6 / total_requests, report })
+    Ok(Measured {
+        cpu_us_per_request: cpu * 1e6 / total_requests,
+        report,
+    })
 }
 
 fn rss_mib(pid: u32) -> f64 {
@@ -267,7 +280,11 @@ pub async fn run(measure: Duration) -> anyhow::Result<()> {
     let trivial_port = free_port();
     let trivial_addr: SocketAddr = format!("127.0.0.1:{trivial_port}").parse()?;
     let ceiling = Ceiling::start(&["ceiling-trivial", &trivial_addr.to_string()], trivial_port).await?;
-    let trivial = measured(ceiling.pid(), hammer(trivial_addr, one_token.clone(), false, measure)).await?;
+    let trivial = measured(
+        ceiling.pid(),
+        hammer(trivial_addr, one_token.clone(), false, measure),
+    )
+    .await?;
     drop(ceiling);
     // (a) index mode, one token reused.
     let common = [
@@ -351,21 +368,33 @@ pub async fn run(measure: Duration) -> anyhow::Result<()> {
         signature_port,
     )
     .await?;
-    let signature = measured(ceiling.pid(), hammer(signature_addr, distinct.clone(), true, measure)).await?;
+    let signature = measured(
+        ceiling.pid(),
+        hammer(signature_addr, distinct.clone(), true, measure),
+    )
+    .await?;
     drop(ceiling);
 
     // (b) every request fully verified: the cache is off, 1,000 distinct tokens round-robin.
     let mut no_cache_env = common.to_vec();
     no_cache_env.push(("VERIFIER_CACHE_SIZE", "0"));
     let (no_cache_verifier, no_cache_addr, _) = verifier(&no_cache_env).await;
-    let fresh = measured(no_cache_verifier.pid().unwrap_or(0), hammer(no_cache_addr, distinct.clone(), true, measure)).await?;
+    let fresh = measured(
+        no_cache_verifier.pid().unwrap_or(0),
+        hammer(no_cache_addr, distinct.clone(), true, measure),
+    )
+    .await?;
     drop(no_cache_verifier);
 
     // (c) per-request Redis lookups, one token reused.
     let mut lookup_env = common.to_vec();
     lookup_env.push(("VERIFIER_REVOCATION_MODE", "lookup"));
     let (lookup_verifier, lookup_addr, _) = verifier(&lookup_env).await;
-    let lookup = measured(lookup_verifier.pid().unwrap_or(0), hammer(lookup_addr, one_token.clone(), false, measure)).await?;
+    let lookup = measured(
+        lookup_verifier.pid().unwrap_or(0),
+        hammer(lookup_addr, one_token.clone(), false, measure),
+    )
+    .await?;
     drop(lookup_verifier);
 
     let percentile = |p: f64| {
@@ -410,8 +439,14 @@ pub async fn run(measure: Duration) -> anyhow::Result<()> {
             100.0 * ceiling.cpu_us_per_request / ours.cpu_us_per_request
         )
     };
-    println!("(a) / trivial ceiling            {}   (target >= 80 %)", ratio(&reused, &trivial));
-    println!("(b) / signature-only ceiling     {}   (target >= 90 %)", ratio(&fresh, &signature));
+    println!(
+        "(a) / trivial ceiling            {}   (target >= 80 %)",
+        ratio(&reused, &trivial)
+    );
+    println!(
+        "(b) / signature-only ceiling     {}   (target >= 90 %)",
+        ratio(&fresh, &signature)
+    );
     println!(
         "index mode / lookup mode         {:>6.2} x   (target > 1)",
         reused.report.rate() / lookup.report.rate()
