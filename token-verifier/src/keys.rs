@@ -5,6 +5,8 @@
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::{Arc, RwLock};
+
+use arc_swap::ArcSwap;
 use std::time::{Duration, Instant};
 
 use auth_core::readiness::Latch;
@@ -41,7 +43,8 @@ pub enum KeySource {
 
 /// The current keys and how to renew them.
 pub struct KeyStore {
-    current: RwLock<Arc<KeySet>>,
+    // Read on every request: loads take no lock and touch no shared reference count.
+    current: ArcSwap<KeySet>,
     // The document the keys were built from, to notice when a file changes.
     document: RwLock<Bytes>,
     source: KeySource,
@@ -55,7 +58,7 @@ impl KeyStore {
     /// A store with no keys yet.
     pub fn new(source: KeySource, cooldown: Duration, failures: IntCounter) -> Self {
         Self {
-            current: RwLock::new(Arc::new(KeySet::default())),
+            current: ArcSwap::from_pointee(KeySet::default()),
             document: RwLock::new(Bytes::new()),
             source,
             loaded_at: AtomicI64::new(0),
@@ -66,11 +69,8 @@ impl KeyStore {
     }
 
     /// The keys in use.
-    pub fn keys(&self) -> Arc<KeySet> {
-        self.current
-            .read()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .clone()
+    pub fn keys(&self) -> arc_swap::Guard<Arc<KeySet>> {
+        self.current.load()
     }
 
     /// Seconds since the keys were last loaded successfully (`None` before the first load).
@@ -116,10 +116,7 @@ impl KeyStore {
                 == document;
             if !unchanged {
                 let keys = KeySet::from_json(&document)?;
-                *self
-                    .current
-                    .write()
-                    .unwrap_or_else(std::sync::PoisonError::into_inner) = Arc::new(keys);
+                self.current.store(Arc::new(keys));
                 *self
                     .document
                     .write()

@@ -17,8 +17,8 @@ pub const IDENTITY_HEADERS: [&str; 4] = [
 
 /// Sets the identity headers of an admitted request.
 pub fn add_identity(headers: &mut HeaderMap, admission: &Admission) {
-    for (name, value) in IDENTITY_HEADERS.into_iter().zip(&admission.headers) {
-        headers.insert(HeaderName::from_static(name), value.clone());
+    for (name, value) in IDENTITY_HEADERS.into_iter().zip(admission.header_values()) {
+        headers.insert(HeaderName::from_static(name), value);
     }
 }
 
