@@ -93,6 +93,21 @@ pub fn wait_until(what: &str, timeout: Duration, log: &Path, mut probe: impl FnM
     }
 }
 
+/// Polls `url` until it answers `status` (at most ten seconds), or panics.
+pub async fn wait_for_status(url: &str, status: u16, every: Duration) {
+    let client = reqwest::Client::new();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while Instant::now() < deadline {
+        if let Ok(response) = client.get(url).send().await
+            && response.status().as_u16() == status
+        {
+            return;
+        }
+        tokio::time::sleep(every).await;
+    }
+    panic!("{url} never answered {status}");
+}
+
 /// Sends one inline Redis command and returns the first reply line (`+PONG`, `:1`, …).
 pub fn redis_command(port: u16, command: &str) -> std::io::Result<String> {
     let mut stream = TcpStream::connect(("127.0.0.1", port))?;

@@ -102,18 +102,8 @@ pub async fn start(db: TestDatabase, redis_url: &str, customize: impl FnOnce(&mu
 impl TestServer {
     /// Polls the admin readiness until it answers 200 (at most ten seconds).
     pub async fn wait_until_ready(&self) {
-        for _ in 0..400 {
-            let ready = self
-                .client
-                .get(format!("{}/health/ready", self.admin_url))
-                .send()
-                .await;
-            if ready.is_ok_and(|response| response.status() == 200) {
-                return;
-            }
-            tokio::time::sleep(Duration::from_millis(25)).await;
-        }
-        panic!("the server never became ready");
+        let url = format!("{}/health/ready", self.admin_url);
+        crate::process::wait_for_status(&url, 200, Duration::from_millis(25)).await;
     }
 
     /// Stops the server and waits for it to finish.

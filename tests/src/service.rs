@@ -6,7 +6,7 @@ use std::time::Duration;
 use tokio::process::Child;
 
 use crate::command::{Finished, command};
-use crate::process::free_port;
+use crate::process::{free_port, wait_for_status};
 
 /// A running service binary with its admin listener on a random port.
 pub struct RunningService {
@@ -49,17 +49,7 @@ impl RunningService {
     }
 
     async fn poll(&self, path: &str, status: u16, every: Duration) {
-        let client = reqwest::Client::new();
-        let deadline = std::time::Instant::now() + Duration::from_secs(10);
-        while std::time::Instant::now() < deadline {
-            if let Ok(response) = client.get(format!("{}{path}", self.admin_url)).send().await
-                && response.status().as_u16() == status
-            {
-                return;
-            }
-            tokio::time::sleep(every).await;
-        }
-        panic!("{}{path} never answered {status}", self.admin_url);
+        wait_for_status(&format!("{}{path}", self.admin_url), status, every).await;
     }
 
     /// Sends SIGTERM and waits for the process to exit.

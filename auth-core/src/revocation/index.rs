@@ -137,26 +137,7 @@ impl Entries {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::token::AccessClaims;
-
-    fn token(iat: i64) -> VerifiedToken {
-        VerifiedToken {
-            claims: AccessClaims {
-                iss: "i".into(),
-                aud: "a".into(),
-                sub: Uuid::new_v4(),
-                sid: Uuid::new_v4(),
-                jti: Uuid::new_v4(),
-                iat,
-                nbf: iat,
-                exp: iat + 900,
-                email: "e@example.com".into(),
-                email_verified: true,
-                roles: vec![],
-            },
-            kid: "k".into(),
-        }
-    }
+    use crate::revocation::tests::token;
 
     #[test]
     fn the_index_answers_like_the_keys_would() {
@@ -179,7 +160,7 @@ mod tests {
             Revocation::token(other.claims.jti, 2_000),
         ]);
         assert_eq!(index.revoked_by(&other), Some(RevocationKind::Token));
-        index.apply(&[Revocation::key("k", 2_000)]);
+        index.apply(&[Revocation::key("k1", 2_000)]);
         assert_eq!(index.revoked_by(&token(1)), Some(RevocationKind::Key));
         assert_eq!(index.len(), 4);
     }

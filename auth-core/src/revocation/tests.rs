@@ -3,7 +3,8 @@ use uuid::Uuid;
 use super::*;
 use crate::token::{AccessClaims, VerifiedToken};
 
-fn token(iat: i64) -> VerifiedToken {
+/// A verified token issued at `iat` for random ids, signed by key `k1`.
+pub(super) fn token(iat: i64) -> VerifiedToken {
     VerifiedToken {
         claims: AccessClaims {
             iss: "i".into(),
