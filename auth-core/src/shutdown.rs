@@ -44,11 +44,6 @@ impl Shutdown {
             std::future::pending::<()>().await;
         }
     }
-
-    /// Whether shutdown has begun.
-    pub fn is_triggered(&self) -> bool {
-        *self.receiver.borrow()
-    }
 }
 
 async fn wait_for_signal() {

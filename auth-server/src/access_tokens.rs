@@ -56,11 +56,6 @@ impl TokenIssuer {
         }
     }
 
-    /// The lifetime of the tokens.
-    pub fn ttl(&self) -> Duration {
-        self.ttl
-    }
-
     /// A token for `identity` in session `sid`.
     pub fn issue(&self, identity: &Identity, sid: Uuid) -> anyhow::Result<IssuedToken> {
         // A user revocation covers tokens issued at or before its second; a token issued in that

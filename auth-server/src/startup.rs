@@ -122,7 +122,6 @@ impl Application {
                 session_max: settings.session_max_lifetime,
                 session_cache: settings.session_cache_ttl,
                 reuse_grace: settings.refresh_reuse_grace,
-                leeway: settings.token_leeway,
             },
             refresh_delivery: settings.refresh_token_delivery,
             trusted_proxy_hops: settings.trusted_proxy_hops,

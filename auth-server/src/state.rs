@@ -30,8 +30,6 @@ pub struct Lifetimes {
     pub session_cache: Duration,
     /// Grace window for presenting a just-rotated refresh token again.
     pub reuse_grace: Duration,
-    /// Clock skew tolerance.
-    pub leeway: Duration,
 }
 
 /// The shared state, behind an `Arc`.

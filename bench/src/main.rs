@@ -3,6 +3,7 @@
 
 mod ceiling;
 mod load;
+mod platform;
 mod server;
 mod verifier;
 

@@ -5,12 +5,11 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use platform_tests::process::free_port;
-use platform_tests::service::RunningService;
 use serde_json::{Value, json};
 use tokio::sync::Mutex;
 
 use crate::load::{self, Connection, Report, request};
+use crate::platform::start_auth_server;
 
 const CONNECTIONS: usize = 64;
 const PASSWORD: &str = "benchmark password 1";
@@ -65,25 +64,8 @@ pub async fn run(measure: Duration) -> anyhow::Result<()> {
     let cores = std::thread::available_parallelism().map_or(1, usize::from);
     let db = platform_tests::migrated_database().await;
     let redis = platform_tests::test_redis();
-    let port = free_port();
-    let listen = format!("127.0.0.1:{port}");
-    let server = RunningService::start(
-        "auth-server",
-        "AUTH_",
-        &[
-            ("DATABASE_URL", &db.url),
-            ("REDIS_URL", &redis.url),
-            ("AUTH_LISTEN", &listen),
-            ("AUTH_BCRYPT_COST", &COST.to_string()),
-            ("AUTH_RATE_LIMITS__LOGIN_PER_IP", "off"),
-            ("AUTH_RATE_LIMITS__LOGIN_PER_ACCOUNT", "off"),
-            ("AUTH_RATE_LIMITS__REFRESH_PER_IP", "off"),
-            ("AUTH_LOG_LEVEL", "warn"),
-        ],
-    )
-    .await;
-    server.wait_for("/health/ready", 200).await;
-    let addr: SocketAddr = listen.parse()?;
+    let cost = COST.to_string();
+    let (server, addr) = start_auth_server(&db.url, &redis.url, &[("AUTH_BCRYPT_COST", &cost)]).await;
 
     // One bcrypt verification at the server's cost, on an otherwise idle machine.
     let hash = bcrypt::hash(PASSWORD, COST)?;

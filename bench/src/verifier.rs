@@ -13,6 +13,7 @@ use platform_tests::service::RunningService;
 use serde_json::{Value, json};
 
 use crate::load::{self, Connection, Report, request};
+use crate::platform::start_auth_server;
 
 const CONNECTIONS: usize = 64;
 const REVOCATIONS: usize = 100_000;
@@ -203,26 +204,13 @@ pub async fn run(measure: Duration) -> anyhow::Result<()> {
     let jwks_file = tempfile::NamedTempFile::new()?;
     std::fs::write(jwks_file.path(), serde_json::to_vec(ring.jwks())?)?;
 
-    let server_port = free_port();
-    let server_listen = format!("127.0.0.1:{server_port}");
-    let server = RunningService::start(
-        "auth-server",
-        "AUTH_",
-        &[
-            ("DATABASE_URL", &db.url),
-            ("REDIS_URL", &redis_url),
-            ("AUTH_LISTEN", &server_listen),
-            ("AUTH_KEYS_DIR", &keys_dir),
-            ("AUTH_BCRYPT_COST", "4"),
-            ("AUTH_RATE_LIMITS__LOGIN_PER_IP", "off"),
-            ("AUTH_RATE_LIMITS__LOGIN_PER_ACCOUNT", "off"),
-            ("AUTH_LOG_LEVEL", "warn"),
-        ],
+    let (server, server_addr) = start_auth_server(
+        &db.url,
+        &redis_url,
+        &[("AUTH_KEYS_DIR", &keys_dir), ("AUTH_BCRYPT_COST", "4")],
     )
     .await;
-    server.wait_for("/health/ready", 200).await;
-    let server_addr: SocketAddr = server_listen.parse()?;
-    let jwks_url = format!("http://{server_listen}/.well-known/jwks.json");
+    let jwks_url = format!("http://{server_addr}/.well-known/jwks.json");
 
     // Start-up with nothing to load yet: keys only.
     let (empty_verifier, _, ready_empty) = verifier(&[

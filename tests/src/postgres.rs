@@ -20,7 +20,6 @@ const INSTALL_HINT: &str = "install PostgreSQL's server (apt-get install -y post
 /// The running server of this test process.
 pub struct PostgresServer {
     port: u16,
-    dir: PathBuf,
     bin: PathBuf,
 }
 
@@ -97,7 +96,7 @@ impl PostgresServer {
             .and_then(|content| content.lines().next()?.trim().parse().ok())
             .expect("a running postmaster writes its pid");
         reap_on_exit(pid, "QUIT", &dir);
-        Self { port, dir, bin }
+        Self { port, bin }
     }
 
     /// The server's port on 127.0.0.1.
@@ -108,11 +107,6 @@ impl PostgresServer {
     /// The URL of database `name` as the superuser.
     pub fn url(&self, name: &str) -> String {
         format!("postgres://postgres@127.0.0.1:{}/{name}", self.port)
-    }
-
-    /// The directory holding the cluster and its log.
-    pub fn dir(&self) -> &Path {
-        &self.dir
     }
 
     /// The directory of the server binaries (`pg_dump` and friends).

@@ -1,7 +1,7 @@
 //! A real Redis for the tests: one shared server per test process with a database number per test,
 //! and dedicated servers for tests that stop or restart Redis.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Child, Command};
 use std::sync::OnceLock;
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -85,19 +85,9 @@ impl RedisServer {
         });
     }
 
-    /// The server's port on 127.0.0.1.
-    pub fn port(&self) -> u16 {
-        self.port
-    }
-
     /// `redis://127.0.0.1:{port}/{db}`.
     pub fn url(&self, db: u32) -> String {
         format!("redis://127.0.0.1:{}/{db}", self.port)
-    }
-
-    /// The server's working directory.
-    pub fn dir(&self) -> &Path {
-        &self.dir
     }
 
     /// Kills the server (as a crash would), keeping its port for [`RedisServer::restart`].

@@ -28,11 +28,6 @@ pub struct FollowerStatus {
 }
 
 impl FollowerStatus {
-    /// Whether the stream has been loaded at least once.
-    pub fn loaded(&self) -> bool {
-        self.loads.load(Ordering::Acquire) > 0
-    }
-
     /// How long since the follower last heard from Redis (zero while it is following).
     pub fn lag(&self) -> Duration {
         let last = self.last_read_ms.load(Ordering::Acquire);

@@ -79,11 +79,6 @@ impl KeySet {
     pub fn is_empty(&self) -> bool {
         self.keys.is_empty()
     }
-
-    /// The trusted key ids.
-    pub fn kids(&self) -> impl Iterator<Item = &str> {
-        self.keys.keys().map(String::as_str)
-    }
 }
 
 fn usable_key(jwk: &Jwk) -> Option<(String, VerificationKey)> {

@@ -109,11 +109,6 @@ impl TokenValidator {
         &self.settings.issuer
     }
 
-    /// The tolerated clock skew.
-    pub fn leeway(&self) -> Duration {
-        self.settings.leeway
-    }
-
     /// Checks structure, header, key, signature and claims, in that order (cheapest first, no key
     /// lookup for a token that is not even well-formed, no claims parsed before the signature
     /// holds). Each segment is decoded and parsed exactly once.

@@ -25,12 +25,6 @@ pub struct Registration<'a> {
     pub last_name: Option<&'a str>,
 }
 
-fn client_key(client: &ClientInfo) -> String {
-    client
-        .ip
-        .map_or_else(|| "unknown".to_owned(), |ip| ip.to_string())
-}
-
 /// Creates an account and its first session.
 pub async fn register(
     state: &AppState,
@@ -39,7 +33,11 @@ pub async fn register(
 ) -> Result<Grant, ApiError> {
     state
         .limiter
-        .check("register", &client_key(client), state.rate_limits.register_per_ip)
+        .check(
+            "register",
+            &client.rate_limit_key(),
+            state.rate_limits.register_per_ip,
+        )
         .await?;
     let email = new.email.trim();
     let mut problems = Problems::default();
@@ -114,7 +112,7 @@ pub async fn login(
     let limits = async {
         state
             .limiter
-            .check("login", &client_key(client), state.rate_limits.login_per_ip)
+            .check("login", &client.rate_limit_key(), state.rate_limits.login_per_ip)
             .await?;
         state
             .limiter

@@ -28,7 +28,8 @@ pub struct Grant {
     pub refresh_expires_at: OffsetDateTime,
 }
 
-fn duration(std: std::time::Duration) -> time::Duration {
+/// A configured lifetime as a `time` span, for arithmetic with timestamps.
+pub(crate) fn duration(std: std::time::Duration) -> time::Duration {
     time::Duration::try_from(std).unwrap_or(time::Duration::MAX)
 }
 

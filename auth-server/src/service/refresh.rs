@@ -4,24 +4,21 @@ use serde_json::json;
 
 use crate::error::ApiError;
 use crate::refresh_tokens::RefreshToken;
-use crate::service::grants::{Grant, cache_session, grant_tokens};
+use crate::service::grants::{Grant, cache_session, duration, grant_tokens};
 use crate::state::AppState;
 use crate::store::audit::{AuditEvent, record};
 use crate::store::refresh::{Rotation, rotate};
 use crate::store::{ClientInfo, users};
 
-fn duration(std: std::time::Duration) -> time::Duration {
-    time::Duration::try_from(std).unwrap_or(time::Duration::MAX)
-}
-
 /// Rotates `presented` and issues a new access token. A reused token revokes its session.
 pub async fn refresh(state: &AppState, presented: &str, client: &ClientInfo) -> Result<Grant, ApiError> {
-    let client_key = client
-        .ip
-        .map_or_else(|| "unknown".to_owned(), |ip| ip.to_string());
     state
         .limiter
-        .check("refresh", &client_key, state.rate_limits.refresh_per_ip)
+        .check(
+            "refresh",
+            &client.rate_limit_key(),
+            state.rate_limits.refresh_per_ip,
+        )
         .await?;
     let refused = |result: &str| {
         state.metrics.refreshes.with_label_values(&[result]).inc();

@@ -17,6 +17,11 @@ pub struct ClientInfo {
 }
 
 impl ClientInfo {
+    /// Who a per-address rate limit counts (all clients without a known address share one).
+    pub fn rate_limit_key(&self) -> String {
+        self.ip.map_or_else(|| "unknown".to_owned(), |ip| ip.to_string())
+    }
+
     fn ip_text(&self) -> Option<String> {
         self.ip.map(|ip| ip.to_string())
     }

@@ -240,19 +240,7 @@ async fn redis_down_means_503_where_it_is_needed_never_a_panic_and_service_resum
     server.wait_until_ready().await;
     json(server.post("/api/auth/login", &credentials).await, 200).await;
     // The revocation made during the outage reached Redis once it was back.
-    let text = server
-        .client
-        .get(format!("{}/.well-known/jwks.json", server.url))
-        .send()
-        .await
-        .unwrap();
-    let keys = auth_core::token::KeySet::from_json(text.text().await.unwrap().as_bytes()).unwrap();
-    let validator = auth_core::token::TokenValidator::new(auth_core::token::ValidatorSettings {
-        issuer: "http://localhost:8080".into(),
-        audience: "auth-platform".into(),
-        leeway: Duration::from_secs(30),
-    });
-    let token = validator.validate(&other.access, &keys).unwrap();
+    let token = crate::support::verified(&server, &other.access).await;
     let keys = auth_core::revocation::RedisKeys::default();
     for _ in 0..100 {
         if auth_core::revocation::lookup(&mut server.redis().await, &keys, &token)

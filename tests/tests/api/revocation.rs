@@ -3,36 +3,15 @@
 use std::time::Duration;
 
 use auth_core::revocation::{RedisKeys, RevocationKind, lookup};
-use auth_core::token::{KeySet, TokenValidator, ValidatorSettings, VerifiedToken};
 use platform_tests::server::{TestServer, TestUser, spawn_server, spawn_server_with, start};
 use serde_json::{Value, json};
 
-use crate::support::{audit_events, db, json, problem};
+use crate::support::{audit_events, db, json, problem, verified};
 
 async fn refresh(server: &TestServer, token: &str) -> reqwest::Response {
     server
         .post("/api/auth/refresh", &json!({ "refresh_token": token }))
         .await
-}
-
-async fn verified(server: &TestServer, token: &str) -> VerifiedToken {
-    let text = server
-        .client
-        .get(format!("{}/.well-known/jwks.json", server.url))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    let keys = KeySet::from_json(text.as_bytes()).unwrap();
-    TokenValidator::new(ValidatorSettings {
-        issuer: "http://localhost:8080".into(),
-        audience: "auth-platform".into(),
-        leeway: Duration::from_secs(30),
-    })
-    .validate(token, &keys)
-    .unwrap()
 }
 
 /// What auth-core's per-request revocation check (the verifier's fallback mode) says.
