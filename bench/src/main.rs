@@ -33,7 +33,12 @@ enum Target {
     CeilingTrivial { listen: String },
     /// (internal) the signature-only ceiling server.
     #[command(hide = true)]
-    CeilingSignature { listen: String, jwks: String },
+    CeilingSignature {
+        listen: String,
+        jwks: String,
+        #[arg(value_enum)]
+        check: ceiling::SignatureCheck,
+    },
 }
 
 fn main() -> anyhow::Result<()> {
@@ -44,7 +49,9 @@ fn main() -> anyhow::Result<()> {
             Target::Server => server::run(Duration::from_secs(cli.seconds)).await,
             Target::Verifier => verifier::run(Duration::from_secs(cli.seconds)).await,
             Target::CeilingTrivial { listen } => ceiling::serve_trivial(listen).await,
-            Target::CeilingSignature { listen, jwks } => ceiling::serve_signature_only(listen, jwks).await,
+            Target::CeilingSignature { listen, jwks, check } => {
+                ceiling::serve_signature_only(listen, jwks, check).await
+            }
         }
     })
 }

@@ -19,6 +19,9 @@ const CONNECTIONS: usize = 64;
 const REVOCATIONS: usize = 100_000;
 const DISTINCT_TOKENS: usize = 1_000;
 const PROPAGATION_SAMPLES: usize = 200;
+const ROUNDS: u32 = 3;
+const STARTS: usize = 5;
+const WARMUP: Duration = Duration::from_secs(1);
 
 /// A child process serving one of the ceilings, killed when dropped.
 struct Ceiling {
@@ -26,11 +29,14 @@ struct Ceiling {
 }
 
 impl Ceiling {
-    fn pid(&self) -> u32 {
-        self.process.id().unwrap_or(0)
+    fn target(&self, addr: SocketAddr) -> Target {
+        Target {
+            addr,
+            pid: self.process.id().unwrap_or(0),
+        }
     }
 
-    async fn start(args: &[&str], port: u16) -> anyhow::Result<Self> {
+    async fn start(args: &[impl AsRef<std::ffi::OsStr>], port: u16) -> anyhow::Result<Self> {
         let child = tokio::process::Command::new(std::env::current_exe()?)
             .args(args)
             .kill_on_drop(true)
@@ -63,7 +69,7 @@ async fn verifier(env: &[(&str, &str)]) -> (RunningService, SocketAddr, Duration
 }
 
 /// Runs `/verify` with one bearer per worker (`tokens[worker % len]`, or round-robin through all
-/// of them when `rotate`).
+/// of them when `rotate`), after a warm-up of [`WARMUP`].
 async fn hammer(
     addr: SocketAddr,
     tokens: Arc<Vec<String>>,
@@ -73,7 +79,7 @@ async fn hammer(
     load::run(
         addr,
         CONNECTIONS,
-        Duration::from_secs(2),
+        WARMUP,
         measure,
         move |worker, mut connection| {
             let tokens = tokens.clone();
@@ -137,25 +143,110 @@ fn cpu_seconds(pid: u32) -> f64 {
     (ticks(11) + ticks(12)) / 100.0
 }
 
-/// A load run with the CPU the serving process spent on it.
+/// Load runs with the CPU the serving process spent on them.
 struct Measured {
     report: Report,
-    cpu_us_per_request: f64,
+    cpu_seconds: f64,
+    // Requests including the warm-ups, whose CPU time is part of `cpu_seconds`.
+    served: f64,
+}
+
+impl Measured {
+    fn cpu_us_per_request(&self) -> f64 {
+        self.cpu_seconds * 1e6 / self.served
+    }
+
+    fn merge(mut self, other: Measured) -> Measured {
+        let report = &mut self.report;
+        report.requests += other.report.requests;
+        report.failures += other.report.failures;
+        report.elapsed += other.report.elapsed;
+        report.latencies_us.extend(other.report.latencies_us);
+        report.latencies_us.sort_unstable();
+        self.cpu_seconds += other.cpu_seconds;
+        self.served += other.served;
+        self
+    }
+}
+
+/// What a serving process is: its address and its pid.
+#[derive(Clone, Copy)]
+struct Target {
+    addr: SocketAddr,
+    pid: u32,
 }
 
 async fn measured(
-    pid: u32,
-    run: impl std::future::Future<Output = anyhow::Result<Report>>,
+    target: Target,
+    tokens: &Arc<Vec<String>>,
+    rotate: bool,
+    measure: Duration,
 ) -> anyhow::Result<Measured> {
-    let before = cpu_seconds(pid);
-    let report = run.await?;
-    // The warm-up is part of the CPU time, so it is counted against the requests of both windows.
-    let cpu = cpu_seconds(pid) - before;
-    let total_requests = report.requests as f64 * (1.0 + 2.0 / report.elapsed.as_secs_f64());
+    let before = cpu_seconds(target.pid);
+    let report = hammer(target.addr, tokens.clone(), rotate, measure).await?;
+    let cpu_seconds = cpu_seconds(target.pid) - before;
+    let served = report.requests as f64 * (1.0 + WARMUP.as_secs_f64() / report.elapsed.as_secs_f64());
     Ok(Measured {
-        cpu_us_per_request: cpu * 1e6 / total_requests,
         report,
+        cpu_seconds,
+        served,
     })
+}
+
+/// One process's part of an interleaved run: its totals and its rate in each round.
+struct Interleaved {
+    total: Measured,
+    rates: Vec<f64>,
+}
+
+impl Interleaved {
+    /// This process's rate as a share of `ceiling`'s: overall, and in each round.
+    fn share_of(&self, ceiling: &Interleaved) -> (f64, Vec<f64>) {
+        let rounds = self
+            .rates
+            .iter()
+            .zip(&ceiling.rates)
+            .map(|(ours, top)| 100.0 * ours / top)
+            .collect();
+        (
+            100.0 * self.total.report.rate() / ceiling.total.report.rate(),
+            rounds,
+        )
+    }
+}
+
+/// Scenarios and the ceilings they are compared with, measured in turn in [`ROUNDS`] rounds of
+/// slices (A, B, …, A, B, …), so that a change in the machine's speed during the run (it is a
+/// shared VM) affects all of them alike.
+async fn interleave<const N: usize>(
+    targets: [Target; N],
+    tokens: &Arc<Vec<String>>,
+    rotate: bool,
+    measure: Duration,
+) -> anyhow::Result<[Interleaved; N]> {
+    let slice = measure / ROUNDS;
+    let mut parts: Vec<Option<Interleaved>> = (0..N).map(|_| None).collect();
+    for _ in 0..ROUNDS {
+        for (target, part) in targets.iter().zip(parts.iter_mut()) {
+            let run = measured(*target, tokens, rotate, slice).await?;
+            let rate = run.report.rate();
+            *part = Some(match part.take() {
+                None => Interleaved {
+                    total: run,
+                    rates: vec![rate],
+                },
+                Some(mut sofar) => {
+                    sofar.rates.push(rate);
+                    sofar.total = sofar.total.merge(run);
+                    sofar
+                }
+            });
+        }
+    }
+    let parts: Vec<Interleaved> = parts.into_iter().flatten().collect();
+    parts
+        .try_into()
+        .map_err(|_| anyhow::anyhow!("no rounds were measured"))
 }
 
 fn rss_mib(pid: u32) -> f64 {
@@ -272,27 +363,31 @@ pub async fn run(measure: Duration) -> anyhow::Result<()> {
             .collect::<Vec<_>>(),
     );
 
-    // Each verifier scenario runs right after the ceiling it is compared with.
+    // (a) index mode, one token reused, against the trivial ceiling.
     let trivial_port = free_port();
     let trivial_addr: SocketAddr = format!("127.0.0.1:{trivial_port}").parse()?;
-    let ceiling = Ceiling::start(&["ceiling-trivial", &trivial_addr.to_string()], trivial_port).await?;
-    let trivial = measured(
-        ceiling.pid(),
-        hammer(trivial_addr, one_token.clone(), false, measure),
-    )
-    .await?;
-    drop(ceiling);
-    // (a) index mode, one token reused.
+    let trivial_ceiling =
+        Ceiling::start(&["ceiling-trivial", &trivial_addr.to_string()], trivial_port).await?;
     let common = [
         ("REDIS_URL", redis_url.as_str()),
         ("VERIFIER_JWKS_URL", jwks_url.as_str()),
     ];
     let (index_verifier, index_addr, ready) = verifier(&common).await;
-    let pid = index_verifier.pid().unwrap_or(0);
+    let index_target = Target {
+        addr: index_addr,
+        pid: index_verifier.pid().unwrap_or(0),
+    };
     let calls_before = redis_calls(&mut conn).await?;
-    let reused = measured(pid, hammer(index_addr, one_token.clone(), false, measure)).await?;
+    let [trivial, reused] = interleave(
+        [trivial_ceiling.target(trivial_addr), index_target],
+        &one_token,
+        false,
+        measure,
+    )
+    .await?;
+    drop(trivial_ceiling);
     let calls = redis_calls(&mut conn).await?.saturating_sub(calls_before);
-    let rss_under_load = rss_mib(pid);
+    let rss_under_load = rss_mib(index_target.pid);
     let metrics = reqwest_text(&format!("{}/metrics", index_verifier.admin_url)).await?;
     let entries = metrics
         .lines()
@@ -356,41 +451,65 @@ pub async fn run(measure: Duration) -> anyhow::Result<()> {
     propagation.sort();
     drop(index_verifier);
 
-    let signature_port = free_port();
-    let signature_addr: SocketAddr = format!("127.0.0.1:{signature_port}").parse()?;
+    // (b) every request fully verified (the cache off, 1,000 distinct tokens round-robin) against
+    // two handlers doing nothing but the RS256 signature check: as `jsonwebtoken::crypto::verify`
+    // does it (the target's ceiling), and with the key parsed once, as the verifier does it.
     let jwks_path = jwks_file.path().display().to_string();
-    let ceiling = Ceiling::start(
-        &["ceiling-signature", &signature_addr.to_string(), &jwks_path],
-        signature_port,
-    )
-    .await?;
-    let signature = measured(
-        ceiling.pid(),
-        hammer(signature_addr, distinct.clone(), true, measure),
-    )
-    .await?;
-    drop(ceiling);
-
-    // (b) every request fully verified: the cache is off, 1,000 distinct tokens round-robin.
+    let signature_ceiling = async |check: &str| {
+        let port = free_port();
+        let addr: SocketAddr = format!("127.0.0.1:{port}").parse()?;
+        let args = [
+            "ceiling-signature".to_owned(),
+            addr.to_string(),
+            jwks_path.clone(),
+            check.to_owned(),
+        ];
+        anyhow::Ok((Ceiling::start(&args, port).await?, addr))
+    };
+    let (jsonwebtoken_ceiling, jsonwebtoken_addr) = signature_ceiling("jsonwebtoken").await?;
+    let (parsed_ceiling, parsed_addr) = signature_ceiling("parsed").await?;
     let mut no_cache_env = common.to_vec();
     no_cache_env.push(("VERIFIER_CACHE_SIZE", "0"));
     let (no_cache_verifier, no_cache_addr, _) = verifier(&no_cache_env).await;
-    let fresh = measured(
-        no_cache_verifier.pid().unwrap_or(0),
-        hammer(no_cache_addr, distinct.clone(), true, measure),
+    let no_cache_target = Target {
+        addr: no_cache_addr,
+        pid: no_cache_verifier.pid().unwrap_or(0),
+    };
+    let [signature, parsed_signature, fresh] = interleave(
+        [
+            jsonwebtoken_ceiling.target(jsonwebtoken_addr),
+            parsed_ceiling.target(parsed_addr),
+            no_cache_target,
+        ],
+        &distinct,
+        true,
+        measure,
     )
     .await?;
-    drop(no_cache_verifier);
+    drop((jsonwebtoken_ceiling, parsed_ceiling, no_cache_verifier));
+
+    // Start-up with the revocations to load, repeated: one start is a single noisy sample.
+    let mut starts = vec![ready];
+    for _ in 1..STARTS {
+        let (service, _, ready) = verifier(&common).await;
+        drop(service);
+        starts.push(ready);
+    }
+    starts.sort();
+    let starts_ms: Vec<String> = starts
+        .iter()
+        .map(|ready| format!("{:.1}", ready.as_secs_f64() * 1000.0))
+        .collect();
 
     // (c) per-request Redis lookups, one token reused.
     let mut lookup_env = common.to_vec();
     lookup_env.push(("VERIFIER_REVOCATION_MODE", "lookup"));
     let (lookup_verifier, lookup_addr, _) = verifier(&lookup_env).await;
-    let lookup = measured(
-        lookup_verifier.pid().unwrap_or(0),
-        hammer(lookup_addr, one_token.clone(), false, measure),
-    )
-    .await?;
+    let lookup_target = Target {
+        addr: lookup_addr,
+        pid: lookup_verifier.pid().unwrap_or(0),
+    };
+    let lookup = measured(lookup_target, &one_token, false, measure).await?;
     drop(lookup_verifier);
 
     let percentile = |p: f64| {
@@ -401,64 +520,81 @@ pub async fn run(measure: Duration) -> anyhow::Result<()> {
         "token-verifier benchmark: release build, {cores} cores shared by verifier, Redis, the auth server and the load generator"
     );
     println!(
-        "closed loop, {CONNECTIONS} keep-alive connections, GET /verify; every scenario {}s after a 2s warm-up",
-        measure.as_secs()
+        "closed loop, {CONNECTIONS} keep-alive connections, GET /verify, {}s per scenario measured after {}s warm-ups",
+        measure.as_secs(),
+        WARMUP.as_secs()
+    );
+    println!(
+        "(a) and (b) take turns with their ceilings in {ROUNDS} rounds of {}s each (ceiling, scenario, ceiling, ...)",
+        (measure / ROUNDS).as_secs_f64()
     );
     println!();
     let row = |name: &str, measured: &Measured| {
         let report = &measured.report;
         println!(
-            "{name:<58}{:>9.0} req/s   p50 {:>6.3} ms   p99 {:>6.3} ms   {:>6.1} us CPU/req   ({} failures)",
+            "{name:<66}{:>9.0} req/s   p50 {:>6.3} ms   p99 {:>6.3} ms   {:>6.1} us CPU/req   ({} failures)",
             report.rate(),
             report.percentile_ms(50.0),
             report.percentile_ms(99.0),
-            measured.cpu_us_per_request,
+            measured.cpu_us_per_request(),
             report.failures
         );
     };
-    row("ceiling: poem handler answering 200", &trivial);
+    row("ceiling: poem handler answering 200", &trivial.total);
+    row("(a) verifier, index mode, one token reused", &reused.total);
     row(
-        "ceiling: handler doing only the RS256 signature check",
-        &signature,
+        "ceiling: only the RS256 check, jsonwebtoken::crypto::verify",
+        &signature.total,
     );
-    row("(a) verifier, index mode, one token reused", &reused);
-    row("(b) verifier, cache off, 1,000 distinct tokens", &fresh);
+    row(
+        "strict ceiling: only the RS256 check, key parsed once",
+        &parsed_signature.total,
+    );
+    row("(b) verifier, cache off, 1,000 distinct tokens", &fresh.total);
     row(
         "(c) verifier, per-request Redis lookup, one token reused",
         &lookup,
     );
     println!();
-    let ratio = |ours: &Measured, ceiling: &Measured| {
+    let ratio = |ours: &Interleaved, ceiling: &Interleaved| {
+        let (share, rounds) = ours.share_of(ceiling);
+        let rounds: Vec<String> = rounds.iter().map(|share| format!("{share:.1}")).collect();
         format!(
-            "{:>6.1} % of its throughput, {:>6.1} % of its CPU efficiency",
-            100.0 * ours.report.rate() / ceiling.report.rate(),
-            100.0 * ceiling.cpu_us_per_request / ours.cpu_us_per_request
+            "{share:>6.1} % of its throughput (rounds: {} %), {:>6.1} % of its CPU efficiency",
+            rounds.join(", "),
+            100.0 * ceiling.total.cpu_us_per_request() / ours.total.cpu_us_per_request()
         )
     };
     println!(
-        "(a) / trivial ceiling            {}   (target >= 80 %)",
+        "(a) / trivial ceiling             {}   (target >= 80 %)",
         ratio(&reused, &trivial)
     );
     println!(
-        "(b) / signature-only ceiling     {}   (target >= 90 %)",
+        "(b) / signature-only ceiling      {}   (target >= 90 %)",
         ratio(&fresh, &signature)
     );
     println!(
+        "(b) / strict signature ceiling    {}",
+        ratio(&fresh, &parsed_signature)
+    );
+    println!(
         "index mode / lookup mode         {:>6.2} x   (target > 1)",
-        reused.report.rate() / lookup.report.rate()
+        reused.total.report.rate() / lookup.report.rate()
     );
     println!(
         "Redis commands per verification  {:>8.4}   ({calls} commands over {} verifications in (a); target 0)",
-        calls as f64 / reused.report.requests as f64,
-        reused.report.requests
+        calls as f64 / reused.total.report.requests as f64,
+        reused.total.report.requests
     );
     println!(
         "resident memory under load (a)   {rss_under_load:>6.1} MiB with {entries} revocations indexed (target < 24 MiB)"
     );
     println!(
-        "start to ready                   {:>6.1} ms with an empty stream, {:.1} ms with {REVOCATIONS} revocations to load (target < 200 ms)",
+        "start to ready                   {:>6.1} ms with an empty stream; with {REVOCATIONS} revocations to load: median {} ms, slowest {} ms of {STARTS} starts ({} ms) (target < 200 ms)",
         ready_empty.as_secs_f64() * 1000.0,
-        ready.as_secs_f64() * 1000.0
+        starts_ms[STARTS / 2],
+        starts_ms[STARTS - 1],
+        starts_ms.join(", ")
     );
     println!(
         "logout answered -> rejected      p50 {:.2} ms   p99 {:.2} ms   max {:.2} ms over {PROPAGATION_SAMPLES} logouts (target p99 < 50 ms)",

@@ -32,8 +32,7 @@ impl Admission {
             claims.roles.join(","),
         ]
         .map(|value| {
-            let safe = HeaderValue::from_str(&value).is_ok();
-            if safe {
+            if is_field_value(&value) {
                 value.into_boxed_str()
             } else {
                 Box::default()
@@ -48,6 +47,12 @@ impl Admission {
             .iter()
             .map(|value| HeaderValue::from_str(value).unwrap_or_else(|_| HeaderValue::from_static("")))
     }
+}
+
+/// Whether `value` may be sent as a header value as it is: no control characters other than tab
+/// (RFC 9110 §5.5, the rule `HeaderValue` enforces), checked without building one.
+fn is_field_value(value: &str) -> bool {
+    value.bytes().all(|b| b == b'\t' || (b >= b' ' && b != 0x7f))
 }
 
 /// The digest a token is cached under.

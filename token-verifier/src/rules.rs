@@ -23,11 +23,14 @@ pub fn is_safe_path(path: &str) -> bool {
     if !path.starts_with('/') || path.contains("//") || path.contains('\\') {
         return false;
     }
-    let lower = path.to_ascii_lowercase();
-    if ["%2e", "%2f", "%5c", "%00"]
-        .iter()
-        .any(|encoded| lower.contains(encoded))
-    {
+    // Encoded dots, slashes, backslashes and NULs, in either case.
+    let encoded_separator = |triple: &[u8]| {
+        matches!(
+            (triple[0], triple[1], triple[2].to_ascii_lowercase()),
+            (b'%', b'2', b'e' | b'f') | (b'%', b'5', b'c') | (b'%', b'0', b'0')
+        )
+    };
+    if path.as_bytes().windows(3).any(encoded_separator) {
         return false;
     }
     !path.split('/').any(|segment| segment == "." || segment == "..")
@@ -107,6 +110,9 @@ mod tests {
             "//admin",
             "/a%2F..%2Fadmin",
             "/%2e%2e/admin",
+            "/%2E%2E/admin",
+            "/a%5Cb",
+            "/a%00b",
             "/a\\b",
             "relative",
         ] {

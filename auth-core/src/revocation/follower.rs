@@ -8,14 +8,15 @@ use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::time::Duration;
 
 use redis::aio::MultiplexedConnection;
-use redis::{AsyncConnectionConfig, Client, Value};
+use redis::{AsyncConnectionConfig, Client, ConnectionInfo, Value};
 
+use super::range_reader::RangeReader;
 use super::{RedisKeys, RevocationIndex, RevocationRef, unix_now};
 use crate::readiness::Latch;
 use crate::shutdown::Shutdown;
 
 const BLOCK: Duration = Duration::from_millis(1000);
-// Small pages keep the transient reply memory (and so the resident size) low while loading.
+// Small pages keep both the reply memory and the time Redis spends on one command low.
 const PAGE: usize = 1000;
 const MAX_BACKOFF: Duration = Duration::from_secs(2);
 
@@ -153,8 +154,8 @@ impl StreamFollower {
     }
 
     /// Reads the whole stream (it holds exactly the revocations that can still matter) and
-    /// returns the id to follow from. Parsing the replies is most of the cost, so the stream is
-    /// split by time into one part per core, each read on its own connection.
+    /// returns the id to follow from. The stream is split by time into one part per core, each
+    /// read on its own connection, so one part is parsed while Redis produces another.
     async fn load(&self, conn: &mut MultiplexedConnection, stream: &str) -> redis::RedisResult<String> {
         let started = std::time::Instant::now();
         let bound = async |command: &str, from: &str, to: &str, conn: &mut MultiplexedConnection| {
@@ -202,17 +203,14 @@ impl StreamFollower {
             } else {
                 format!("{}-{}", low + (part + 1) * span - 1, u64::MAX)
             };
-            let connection = if part == 0 {
-                conn.clone()
-            } else {
-                self.connect().await?
-            };
+            let info = self.client.get_connection_info().clone();
             let (index, stream) = (self.index.clone(), stream.to_owned());
-            tasks.push(tokio::spawn(load_range(connection, stream, from, to, index)));
+            tasks.push(tokio::spawn(async move {
+                load_range(&info, &stream, from, &to, &index).await
+            }));
         }
         for task in tasks {
-            task.await
-                .map_err(|error| redis::RedisError::from(std::io::Error::other(error)))??;
+            task.await.map_err(std::io::Error::other)??;
         }
         self.loaded(started, last)
     }
@@ -250,24 +248,17 @@ fn apply(index: &RevocationIndex, entries: &[Value]) -> Option<String> {
 
 /// Pages through the entries from `from` to `to` (inclusive ids) into `index`.
 async fn load_range(
-    mut conn: MultiplexedConnection,
-    stream: String,
+    info: &ConnectionInfo,
+    stream: &str,
     mut from: String,
-    to: String,
-    index: Arc<RevocationIndex>,
-) -> redis::RedisResult<()> {
+    to: &str,
+    index: &RevocationIndex,
+) -> std::io::Result<()> {
+    let mut reader = RangeReader::connect(info).await?;
     loop {
-        let page: Value = redis::cmd("XRANGE")
-            .arg(&stream)
-            .arg(&from)
-            .arg(&to)
-            .arg("COUNT")
-            .arg(PAGE)
-            .query_async(&mut conn)
-            .await?;
-        let count = entries(&page).len();
-        match apply(&index, entries(&page)) {
-            Some(tail) if count == PAGE => from = format!("({tail}"),
+        let page = reader.read_into(stream, (&from, to), PAGE, index).await?;
+        match page.last_id {
+            Some(tail) if page.entries == PAGE => from = format!("({tail}"),
             _ => return Ok(()),
         }
     }

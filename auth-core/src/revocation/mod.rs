@@ -9,6 +9,7 @@ mod index;
 mod keys;
 mod lookup;
 mod publish;
+mod range_reader;
 
 pub use entry::{Revocation, RevocationKind, RevocationRef};
 pub use follower::{FollowerStatus, StreamFollower};

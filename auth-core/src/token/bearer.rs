@@ -21,7 +21,8 @@ pub fn bearer_token(headers: &HeaderMap) -> Result<&str, BearerError> {
     if values.next().is_some() {
         return Err(BearerError::Malformed);
     }
-    let value = value.to_str().map_err(|_| BearerError::Malformed)?;
+    // Plain UTF-8 validation (fast for ASCII); the validator accepts base64url characters only.
+    let value = std::str::from_utf8(value.as_bytes()).map_err(|_| BearerError::Malformed)?;
     let (scheme, token) = value.split_once(' ').ok_or(BearerError::Malformed)?;
     if !scheme.eq_ignore_ascii_case("bearer") || token.is_empty() || token.contains(' ') {
         return Err(BearerError::Malformed);

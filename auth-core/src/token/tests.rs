@@ -25,12 +25,8 @@ fn now() -> i64 {
 }
 
 fn fixture() -> Fixture {
-    let pair = aws_lc_rs::rsa::KeyPair::generate(aws_lc_rs::rsa::KeySize::Rsa2048).unwrap();
-    let der = pair.as_der().unwrap();
-    let pem = pem::encode(&pem::Pem::new("PRIVATE KEY", der.as_ref().to_vec()));
-    let encoding = EncodingKey::from_rsa_pem(pem.as_bytes()).unwrap();
-    let mut jwk = Jwk::from_encoding_key(&encoding, Algorithm::RS256).unwrap();
-    jwk.common.key_id = Some("key-1".into());
+    let encoding = private_key(Algorithm::RS256);
+    let jwk = jwk_for(&encoding, Algorithm::RS256, "key-1");
     let keys = KeySet::from_jwks(&JwkSet {
         keys: vec![jwk.clone()],
     })
@@ -385,5 +381,108 @@ fn a_jwks_without_algorithms_or_with_symmetric_keys_yields_no_keys() {
     assert_eq!(
         KeySet::from_jwks(&JwkSet { keys: vec![hmac] }).err(),
         Some(KeySetError::Empty)
+    );
+}
+
+/// A private key of the family `algorithm` belongs to.
+fn private_key(algorithm: Algorithm) -> EncodingKey {
+    use aws_lc_rs::signature::{
+        ECDSA_P256_SHA256_FIXED_SIGNING, ECDSA_P384_SHA384_FIXED_SIGNING, EcdsaKeyPair, Ed25519KeyPair,
+    };
+    let pem = |der: &[u8]| pem::encode(&pem::Pem::new("PRIVATE KEY", der.to_vec()));
+    match algorithm {
+        Algorithm::ES256 | Algorithm::ES384 => {
+            let curve = if algorithm == Algorithm::ES256 {
+                &ECDSA_P256_SHA256_FIXED_SIGNING
+            } else {
+                &ECDSA_P384_SHA384_FIXED_SIGNING
+            };
+            let pair = EcdsaKeyPair::generate(curve).unwrap();
+            EncodingKey::from_ec_pem(pem(pair.to_pkcs8v1().unwrap().as_ref()).as_bytes()).unwrap()
+        }
+        Algorithm::EdDSA => {
+            let pair = Ed25519KeyPair::generate().unwrap();
+            EncodingKey::from_ed_pem(pem(pair.to_pkcs8v1().unwrap().as_ref()).as_bytes()).unwrap()
+        }
+        _ => {
+            let pair = aws_lc_rs::rsa::KeyPair::generate(aws_lc_rs::rsa::KeySize::Rsa2048).unwrap();
+            EncodingKey::from_rsa_pem(pem(pair.as_der().unwrap().as_ref()).as_bytes()).unwrap()
+        }
+    }
+}
+
+fn jwk_for(key: &EncodingKey, algorithm: Algorithm, kid: &str) -> Jwk {
+    let mut jwk = Jwk::from_encoding_key(key, algorithm).unwrap();
+    jwk.common.key_id = Some(kid.into());
+    jwk
+}
+
+#[test]
+fn every_supported_algorithm_verifies_with_its_parsed_key() {
+    let f = fixture();
+    for algorithm in [
+        Algorithm::RS256,
+        Algorithm::RS384,
+        Algorithm::RS512,
+        Algorithm::PS256,
+        Algorithm::PS384,
+        Algorithm::PS512,
+        Algorithm::ES256,
+        Algorithm::ES384,
+        Algorithm::EdDSA,
+    ] {
+        let key = private_key(algorithm);
+        let keys = KeySet::from_jwks(&JwkSet {
+            keys: vec![jwk_for(&key, algorithm, "k")],
+        })
+        .unwrap();
+        let mut header = Header::new(algorithm);
+        header.typ = Some("at+jwt".into());
+        header.kid = Some("k".into());
+        let token = jsonwebtoken::encode(&header, &claims(), &key).unwrap();
+        assert!(f.validator.validate(&token, &keys).is_ok(), "{algorithm:?}");
+        let (message, _) = token.rsplit_once('.').unwrap();
+        let forged = jsonwebtoken::encode(&header, &claims(), &private_key(algorithm)).unwrap();
+        let foreign_signature = forged.rsplit_once('.').unwrap().1;
+        assert_eq!(
+            f.validator
+                .validate(&format!("{message}.{foreign_signature}"), &keys),
+            Err(TokenError::BadSignature),
+            "{algorithm:?} with another key's signature"
+        );
+    }
+}
+
+#[test]
+fn a_key_labelled_with_another_family_or_curve_is_not_trusted() {
+    let mislabelled = |key: &EncodingKey, real: Algorithm, claimed: &str| {
+        let mut jwk = serde_json::to_value(jwk_for(key, real, "k")).unwrap();
+        jwk["alg"] = json!(claimed);
+        let jwk: Jwk = serde_json::from_value(jwk).unwrap();
+        KeySet::from_jwks(&JwkSet { keys: vec![jwk] }).err()
+    };
+    let rsa = private_key(Algorithm::RS256);
+    let p256 = private_key(Algorithm::ES256);
+    let ed = private_key(Algorithm::EdDSA);
+    assert_eq!(
+        mislabelled(&rsa, Algorithm::RS256, "ES256"),
+        Some(KeySetError::Empty)
+    );
+    assert_eq!(
+        mislabelled(&p256, Algorithm::ES256, "ES384"),
+        Some(KeySetError::Empty)
+    );
+    assert_eq!(
+        mislabelled(&p256, Algorithm::ES256, "RS256"),
+        Some(KeySetError::Empty)
+    );
+    assert_eq!(
+        mislabelled(&ed, Algorithm::EdDSA, "ES256"),
+        Some(KeySetError::Empty)
+    );
+    assert_eq!(
+        mislabelled(&rsa, Algorithm::RS256, "PS256"),
+        None,
+        "RSA keys serve RS* and PS*"
     );
 }

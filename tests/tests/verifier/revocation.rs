@@ -2,14 +2,16 @@
 
 use std::time::Duration;
 
+use auth_core::revocation::{RedisKeys, Revocation, publish, unix_now};
 use jsonwebtoken::Algorithm;
 use platform_tests::RedisServer;
-use platform_tests::keys::TestKeys;
+use platform_tests::keys::{TestKeys, claims};
 use platform_tests::server::start;
-use platform_tests::verifier::start_verifier;
+use platform_tests::verifier::{start_verifier, verifier_settings};
 use reqwest::Method;
 use serde_json::json;
 use token_verifier::settings::RevocationMode;
+use uuid::Uuid;
 
 use crate::support::{fixture, fixture_with, settings_for};
 
@@ -219,4 +221,103 @@ async fn a_flushed_redis_restored_by_the_server_revives_nothing() {
     }
     let late = start_verifier(settings_for(&fx.server, |_| {}), true).await;
     assert_eq!(late.verify(&fx.user.access).await.status(), 401);
+}
+
+#[tokio::test]
+async fn a_late_sidecar_loads_a_long_stream_over_an_authenticated_connection() {
+    // A password and a database other than 0, so the bulk reader's handshake is exercised.
+    let redis = RedisServer::start();
+    let mut admin = redis::Client::open(redis.url(5))
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap();
+    let keys = TestKeys::new(Algorithm::RS256);
+    let ring = auth_server::keys::KeyRing::load(&keys.dir(), None).unwrap();
+    let jwks = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(jwks.path(), serde_json::to_vec(ring.jwks()).unwrap()).unwrap();
+
+    let token_with = |sub: Uuid, sid: Uuid, jti: Uuid| {
+        let mut claims = claims(&sub.to_string(), &sid.to_string());
+        claims["jti"] = json!(jti);
+        keys.sign(&keys.header(), &claims)
+    };
+    let until = unix_now() + 900;
+    let stream = RedisKeys::default().stream();
+    let filler = async |conn: &mut redis::aio::MultiplexedConnection, count: usize| {
+        let mut pipe = redis::pipe();
+        for _ in 0..count {
+            pipe.cmd("XADD")
+                .arg(&stream)
+                .arg("*")
+                .arg("kind")
+                .arg("jti")
+                .arg("id")
+                .arg(Uuid::new_v4().to_string())
+                .arg("until")
+                .arg(until)
+                .ignore();
+        }
+        pipe.query_async::<()>(conn).await.unwrap();
+    };
+    let publish_one = async |conn: &mut redis::aio::MultiplexedConnection, revocation: Revocation| {
+        publish(conn, &RedisKeys::default(), &revocation, Duration::from_secs(900))
+            .await
+            .unwrap();
+    };
+    let (first, in_session, of_user, last, kept) = (
+        token_with(Uuid::new_v4(), Uuid::new_v4(), Uuid::new_v4()),
+        token_with(Uuid::new_v4(), Uuid::new_v4(), Uuid::new_v4()),
+        token_with(Uuid::new_v4(), Uuid::new_v4(), Uuid::new_v4()),
+        token_with(Uuid::new_v4(), Uuid::new_v4(), Uuid::new_v4()),
+        token_with(Uuid::new_v4(), Uuid::new_v4(), Uuid::new_v4()),
+    );
+    let claims_of = |token: &str| {
+        let payload = token.split('.').nth(1).unwrap();
+        let json =
+            base64::Engine::decode(&base64::engine::general_purpose::URL_SAFE_NO_PAD, payload).unwrap();
+        serde_json::from_slice::<auth_core::token::AccessClaims>(&json).unwrap()
+    };
+    publish_one(&mut admin, Revocation::token(claims_of(&first).jti, until)).await;
+    filler(&mut admin, 2_500).await;
+    publish_one(&mut admin, Revocation::session(claims_of(&in_session).sid, until)).await;
+    filler(&mut admin, 2_500).await;
+    let user = claims_of(&of_user);
+    publish_one(&mut admin, Revocation::user(user.sub, user.iat, until)).await;
+    publish_one(&mut admin, Revocation::token(claims_of(&last).jti, until)).await;
+    let _: () = redis::cmd("CONFIG")
+        .arg("SET")
+        .arg("requirepass")
+        .arg("s3cret")
+        .query_async(&mut admin)
+        .await
+        .unwrap();
+
+    let mut settings = verifier_settings(
+        "http://127.0.0.1:9/unused",
+        &redis.url(5).replace("redis://", "redis://:s3cret@"),
+    );
+    settings.jwks_url = None;
+    settings.jwks_path = Some(jwks.path().to_path_buf());
+    let verifier = start_verifier(settings, true).await;
+    for (name, token) in [
+        ("first", &first),
+        ("session", &in_session),
+        ("user", &of_user),
+        ("last", &last),
+    ] {
+        assert_eq!(
+            verifier.verify(token).await.status(),
+            401,
+            "{name} revocation loaded"
+        );
+    }
+    assert_eq!(verifier.verify(&kept).await.status(), 200);
+    assert!(
+        verifier
+            .metrics()
+            .await
+            .contains("verifier_revocation_index_entries 5004"),
+        "every entry indexed"
+    );
 }
