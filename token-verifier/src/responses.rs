@@ -17,7 +17,6 @@ pub const IDENTITY_HEADERS: [&str; 4] = [
 
 /// Sets the identity headers of an admitted request.
 pub fn add_identity(headers: &mut HeaderMap, admission: &Admission) {
-    headers.reserve(IDENTITY_HEADERS.len());
     for (name, value) in IDENTITY_HEADERS.into_iter().zip(admission.header_values()) {
         headers.insert(HeaderName::from_static(name), value);
     }
