@@ -19,6 +19,10 @@ const BLOCK: Duration = Duration::from_millis(1000);
 // Small pages keep both the reply memory and the time Redis spends on one command low.
 const PAGE: usize = 1000;
 const MAX_BACKOFF: Duration = Duration::from_secs(2);
+// Several parts per core keep single-threaded Redis busy producing one part while the verifier
+// parses others (100,000 entries spread evenly in time, 2 cores: one part per core 117–131 ms to
+// load, four 77–103 ms, eight no better).
+const PARTS_PER_CORE: u64 = 4;
 
 /// How the follower is doing, for readiness, metrics and fail-closed decisions.
 #[derive(Default)]
@@ -154,8 +158,8 @@ impl StreamFollower {
     }
 
     /// Reads the whole stream (it holds exactly the revocations that can still matter) and
-    /// returns the id to follow from. The stream is split by time into one part per core, each
-    /// read on its own connection, so one part is parsed while Redis produces another.
+    /// returns the id to follow from. The stream is split by time into parts, each read on its own
+    /// connection, so some parts are parsed while Redis produces others.
     async fn load(&self, conn: &mut MultiplexedConnection, stream: &str) -> redis::RedisResult<String> {
         let started = std::time::Instant::now();
         let bound = async |command: &str, from: &str, to: &str, conn: &mut MultiplexedConnection| {
@@ -189,7 +193,8 @@ impl StreamFollower {
         let (low, high) = (millis(&first), millis(&last));
         let parts = std::thread::available_parallelism()
             .map_or(1, usize::from)
-            .clamp(1, 4) as u64;
+            .clamp(1, 4) as u64
+            * PARTS_PER_CORE;
         let span = (high - low) / parts + 1;
         let mut tasks = Vec::new();
         for part in 0..parts {
