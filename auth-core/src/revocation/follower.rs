@@ -10,6 +10,7 @@ use std::time::Duration;
 use redis::aio::MultiplexedConnection;
 use redis::{AsyncConnectionConfig, Client, ConnectionInfo, Value};
 
+use super::load_queue::{LoadQueue, Span, entry_id, position};
 use super::range_reader::RangeReader;
 use super::{RedisKeys, RevocationIndex, RevocationRef, unix_now};
 use crate::readiness::Latch;
@@ -19,10 +20,10 @@ const BLOCK: Duration = Duration::from_millis(1000);
 // Small pages keep both the reply memory and the time Redis spends on one command low.
 const PAGE: usize = 1000;
 const MAX_BACKOFF: Duration = Duration::from_secs(2);
-// Several parts per core keep single-threaded Redis busy producing one part while the verifier
-// parses others (100,000 entries spread evenly in time, 2 cores: one part per core 117–131 ms to
+// Several loaders per core keep single-threaded Redis busy producing one page while the verifier
+// parses others (100,000 entries spread evenly in time, 2 cores: one loader per core 117–131 ms to
 // load, four 77–103 ms, eight no better).
-const PARTS_PER_CORE: u64 = 4;
+const PARTS_PER_CORE: usize = 4;
 
 /// How the follower is doing, for readiness, metrics and fail-closed decisions.
 #[derive(Default)]
@@ -158,8 +159,8 @@ impl StreamFollower {
     }
 
     /// Reads the whole stream (it holds exactly the revocations that can still matter) and
-    /// returns the id to follow from. The stream is split by time into parts, each read on its own
-    /// connection, so some parts are parsed while Redis produces others.
+    /// returns the id to follow from. Several loaders, each on its own connection, share the
+    /// stream's time span (see [`LoadQueue`]), so pages are parsed while Redis produces others.
     async fn load(&self, conn: &mut MultiplexedConnection, stream: &str) -> redis::RedisResult<String> {
         let started = std::time::Instant::now();
         let bound = async |command: &str, from: &str, to: &str, conn: &mut MultiplexedConnection| {
@@ -184,34 +185,24 @@ impl StreamFollower {
         };
         let length: usize = redis::cmd("XLEN").arg(stream).query_async(conn).await?;
         self.index.reserve(length);
-        let millis = |id: &str| {
-            id.split('-')
-                .next()
-                .and_then(|ms| ms.parse::<u64>().ok())
-                .unwrap_or(0)
+        let (Some(low), Some(high)) = (position(&first), position(&last)) else {
+            return Err(std::io::Error::other("the stream holds an entry id that is not ms-seq").into());
         };
-        let (low, high) = (millis(&first), millis(&last));
-        let parts = std::thread::available_parallelism()
+        let loaders = std::thread::available_parallelism()
             .map_or(1, usize::from)
-            .clamp(1, 4) as u64
+            .clamp(1, 4)
             * PARTS_PER_CORE;
-        let span = (high - low) / parts + 1;
+        let queue = Arc::new(LoadQueue::new(Span { low, high }.split_evenly(loaders as u128)));
         let mut tasks = Vec::new();
-        for part in 0..parts {
-            let from = if part == 0 {
-                first.clone()
-            } else {
-                format!("{}-0", low + part * span)
-            };
-            let to = if part == parts - 1 {
-                last.clone()
-            } else {
-                format!("{}-{}", low + (part + 1) * span - 1, u64::MAX)
-            };
+        for _ in 0..loaders {
             let info = self.client.get_connection_info().clone();
-            let (index, stream) = (self.index.clone(), stream.to_owned());
+            let (index, stream, queue) = (self.index.clone(), stream.to_owned(), queue.clone());
             tasks.push(tokio::spawn(async move {
-                load_range(&info, &stream, from, &to, &index).await
+                let outcome = load_spans(&info, &stream, &index, &queue).await;
+                if outcome.is_err() {
+                    queue.fail();
+                }
+                outcome
             }));
         }
         for task in tasks {
@@ -251,22 +242,34 @@ fn apply(index: &RevocationIndex, entries: &[Value]) -> Option<String> {
     last
 }
 
-/// Pages through the entries from `from` to `to` (inclusive ids) into `index`.
-async fn load_range(
+/// Reads spans from `queue` into `index` until none is left, on a connection of its own, handing
+/// half of what remains of a span to an idle loader after each full page.
+async fn load_spans(
     info: &ConnectionInfo,
     stream: &str,
-    mut from: String,
-    to: &str,
     index: &RevocationIndex,
+    queue: &LoadQueue,
 ) -> std::io::Result<()> {
     let mut reader = RangeReader::connect(info).await?;
-    loop {
-        let page = reader.read_into(stream, (&from, to), PAGE, index).await?;
-        match page.last_id {
-            Some(tail) if page.entries == PAGE => from = format!("({tail}"),
-            _ => return Ok(()),
+    while let Some(mut span) = queue.next().await {
+        loop {
+            let bounds = (entry_id(span.low), entry_id(span.high));
+            let page = reader
+                .read_into(stream, (&bounds.0, &bounds.1), PAGE, index)
+                .await?;
+            match page.last_id.as_deref().and_then(position) {
+                Some(last) if page.entries == PAGE && last < span.high => {
+                    span = queue.share(Span {
+                        low: last + 1,
+                        high: span.high,
+                    });
+                }
+                _ => break,
+            }
         }
+        queue.finished();
     }
+    Ok(())
 }
 
 fn bytes(value: &Value) -> Option<&[u8]> {

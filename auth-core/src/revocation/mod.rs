@@ -7,6 +7,7 @@ mod entry;
 mod follower;
 mod index;
 mod keys;
+mod load_queue;
 mod lookup;
 mod publish;
 mod range_reader;
