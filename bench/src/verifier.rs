@@ -8,7 +8,7 @@ use bytes::Bytes;
 use jsonwebtoken::Algorithm;
 use platform_tests::RedisServer;
 use platform_tests::keys::{TestKeys, claims};
-use platform_tests::process::free_port;
+use platform_tests::process::{free_port, get_text};
 use platform_tests::service::RunningService;
 use serde_json::{Value, json};
 
@@ -25,24 +25,27 @@ const WARMUP: Duration = Duration::from_secs(1);
 
 /// A child process serving one of the ceilings, killed when dropped.
 struct Ceiling {
-    process: tokio::process::Child,
+    // Held only so that dropping the ceiling kills the process.
+    _process: tokio::process::Child,
 }
 
 impl Ceiling {
-    fn target(&self, addr: SocketAddr) -> Target {
-        Target {
-            addr,
-            pid: self.process.id().unwrap_or(0),
-        }
-    }
-
-    async fn start(args: &[impl AsRef<std::ffi::OsStr>], port: u16) -> anyhow::Result<Self> {
+    /// Runs this binary's hidden `subcommand` on a free port, followed by `args`.
+    async fn start(subcommand: &str, args: &[&str]) -> anyhow::Result<(Self, Target)> {
+        let port = free_port();
+        let addr: SocketAddr = format!("127.0.0.1:{port}").parse()?;
         let child = tokio::process::Command::new(std::env::current_exe()?)
+            .arg(subcommand)
+            .arg(addr.to_string())
             .args(args)
             .kill_on_drop(true)
             .spawn()?;
         wait_for_port(port).await?;
-        Ok(Self { process: child })
+        let target = Target {
+            addr,
+            pid: child.id().unwrap_or(0),
+        };
+        Ok((Self { _process: child }, target))
     }
 }
 
@@ -56,7 +59,8 @@ async fn wait_for_port(port: u16) -> anyhow::Result<()> {
     anyhow::bail!("nothing listens on {port}")
 }
 
-async fn verifier(env: &[(&str, &str)]) -> (RunningService, SocketAddr, Duration) {
+/// A `token-verifier` process with `env`, its target and how long it took to become ready.
+async fn verifier(env: &[(&str, &str)]) -> (RunningService, Target, Duration) {
     let port = free_port();
     let listen = format!("127.0.0.1:{port}");
     let mut full: Vec<(&str, &str)> = vec![("VERIFIER_LISTEN", &listen), ("VERIFIER_LOG_LEVEL", "warn")];
@@ -65,7 +69,11 @@ async fn verifier(env: &[(&str, &str)]) -> (RunningService, SocketAddr, Duration
     let service = RunningService::start("token-verifier", "VERIFIER_", &full).await;
     service.wait_for_fast("/health/ready", 200).await;
     let ready = started.elapsed();
-    (service, listen.parse().expect("a socket address"), ready)
+    let target = Target {
+        addr: listen.parse().expect("a socket address"),
+        pid: service.pid().unwrap_or(0),
+    };
+    (service, target, ready)
 }
 
 /// Runs `/verify` with one bearer per worker (`tokens[worker % len]`, or round-robin through all
@@ -335,28 +343,13 @@ pub async fn run(measure: Duration) -> anyhow::Result<()> {
     }
 
     let mut api = Connection::open(server_addr).await?;
-    let email = "bench@example.com";
-    let password = "benchmark password 1";
-    let (status, registered) = json_post(
-        &mut api,
-        server_addr,
-        "/api/auth/register",
-        None,
-        &json!({"email": email, "password": password}),
-    )
-    .await?;
+    let credentials = json!({"email": "bench@example.com", "password": "benchmark password 1"});
+    let (status, registered) =
+        json_post(&mut api, server_addr, "/api/auth/register", None, &credentials).await?;
     anyhow::ensure!(status == 201, "registration answered {status}");
-    let user_id = registered["user"]["id"].as_str().unwrap_or_default().to_owned();
-    let session = registered["session"]["id"]
-        .as_str()
-        .unwrap_or_default()
-        .to_owned();
-    let one_token = Arc::new(vec![
-        registered["tokens"]["access_token"]
-            .as_str()
-            .unwrap_or_default()
-            .to_owned(),
-    ]);
+    let user_id = text_at(&registered, &["user", "id"]);
+    let session = text_at(&registered, &["session", "id"]);
+    let one_token = Arc::new(vec![text_at(&registered, &["tokens", "access_token"])]);
     let distinct = Arc::new(
         (0..DISTINCT_TOKENS)
             .map(|_| keys.sign(&keys.header(), &claims(&user_id, &session)))
@@ -364,31 +357,22 @@ pub async fn run(measure: Duration) -> anyhow::Result<()> {
     );
 
     // (a) index mode, one token reused, against the trivial ceiling.
-    let trivial_port = free_port();
-    let trivial_addr: SocketAddr = format!("127.0.0.1:{trivial_port}").parse()?;
-    let trivial_ceiling =
-        Ceiling::start(&["ceiling-trivial", &trivial_addr.to_string()], trivial_port).await?;
+    let (trivial_ceiling, trivial_target) = Ceiling::start("ceiling-trivial", &[]).await?;
     let common = [
         ("REDIS_URL", redis_url.as_str()),
         ("VERIFIER_JWKS_URL", jwks_url.as_str()),
     ];
-    let (index_verifier, index_addr, ready) = verifier(&common).await;
-    let index_target = Target {
-        addr: index_addr,
-        pid: index_verifier.pid().unwrap_or(0),
-    };
+    let (index_verifier, index_target, ready) = verifier(&common).await;
     let calls_before = redis_calls(&mut conn).await?;
-    let [trivial, reused] = interleave(
-        [trivial_ceiling.target(trivial_addr), index_target],
-        &one_token,
-        false,
-        measure,
-    )
-    .await?;
+    let [trivial, reused] = interleave([trivial_target, index_target], &one_token, false, measure).await?;
     drop(trivial_ceiling);
     let calls = redis_calls(&mut conn).await?.saturating_sub(calls_before);
     let rss_under_load = rss_mib(index_target.pid);
-    let metrics = reqwest_text(&format!("{}/metrics", index_verifier.admin_url)).await?;
+    let metrics = get_text(
+        &reqwest::Client::new(),
+        &format!("{}/metrics", index_verifier.admin_url),
+    )
+    .await;
     let entries = metrics
         .lines()
         .find_map(|line| line.strip_prefix("verifier_revocation_index_entries "))
@@ -397,29 +381,21 @@ pub async fn run(measure: Duration) -> anyhow::Result<()> {
 
     // Propagation: logout answered by the server, until the sidecar refuses the token.
     let mut propagation = Vec::with_capacity(PROPAGATION_SAMPLES);
-    let mut probe = Connection::open(index_addr).await?;
+    let mut probe = Connection::open(index_target.addr).await?;
     for _ in 0..PROPAGATION_SAMPLES {
-        let (_, login) = json_post(
-            &mut api,
-            server_addr,
-            "/api/auth/login",
-            None,
-            &json!({"email": email, "password": password}),
-        )
-        .await?;
-        let token = login["tokens"]["access_token"]
-            .as_str()
-            .unwrap_or_default()
-            .to_owned();
-        let bearer = format!("Bearer {token}");
-        let check = request(
-            "GET",
-            index_addr,
-            "/verify",
-            &[("authorization", &bearer)],
-            Bytes::new(),
-        );
-        anyhow::ensure!(probe.send(check).await?.0 == 200, "a fresh token was refused");
+        let (_, login) = json_post(&mut api, server_addr, "/api/auth/login", None, &credentials).await?;
+        let token = text_at(&login, &["tokens", "access_token"]);
+        let verify = || {
+            let bearer = format!("Bearer {token}");
+            request(
+                "GET",
+                index_target.addr,
+                "/verify",
+                &[("authorization", &bearer)],
+                Bytes::new(),
+            )
+        };
+        anyhow::ensure!(probe.send(verify()).await?.0 == 200, "a fresh token was refused");
         let (status, _) = json_post(
             &mut api,
             server_addr,
@@ -431,14 +407,7 @@ pub async fn run(measure: Duration) -> anyhow::Result<()> {
         anyhow::ensure!(status == 204, "logout answered {status}");
         let answered = Instant::now();
         loop {
-            let check = request(
-                "GET",
-                index_addr,
-                "/verify",
-                &[("authorization", &bearer)],
-                Bytes::new(),
-            );
-            if probe.send(check).await?.0 == 401 {
+            if probe.send(verify()).await?.0 == 401 {
                 propagation.push(answered.elapsed());
                 break;
             }
@@ -455,32 +424,15 @@ pub async fn run(measure: Duration) -> anyhow::Result<()> {
     // two handlers doing nothing but the RS256 signature check: as `jsonwebtoken::crypto::verify`
     // does it (the target's ceiling), and with the key parsed once, as the verifier does it.
     let jwks_path = jwks_file.path().display().to_string();
-    let signature_ceiling = async |check: &str| {
-        let port = free_port();
-        let addr: SocketAddr = format!("127.0.0.1:{port}").parse()?;
-        let args = [
-            "ceiling-signature".to_owned(),
-            addr.to_string(),
-            jwks_path.clone(),
-            check.to_owned(),
-        ];
-        anyhow::Ok((Ceiling::start(&args, port).await?, addr))
-    };
-    let (jsonwebtoken_ceiling, jsonwebtoken_addr) = signature_ceiling("jsonwebtoken").await?;
-    let (parsed_ceiling, parsed_addr) = signature_ceiling("parsed").await?;
+    let (jsonwebtoken_ceiling, jsonwebtoken_target) =
+        Ceiling::start("ceiling-signature", &[&jwks_path, "jsonwebtoken"]).await?;
+    let (parsed_ceiling, parsed_target) =
+        Ceiling::start("ceiling-signature", &[&jwks_path, "parsed"]).await?;
     let mut no_cache_env = common.to_vec();
     no_cache_env.push(("VERIFIER_CACHE_SIZE", "0"));
-    let (no_cache_verifier, no_cache_addr, _) = verifier(&no_cache_env).await;
-    let no_cache_target = Target {
-        addr: no_cache_addr,
-        pid: no_cache_verifier.pid().unwrap_or(0),
-    };
+    let (no_cache_verifier, no_cache_target, _) = verifier(&no_cache_env).await;
     let [signature, parsed_signature, fresh] = interleave(
-        [
-            jsonwebtoken_ceiling.target(jsonwebtoken_addr),
-            parsed_ceiling.target(parsed_addr),
-            no_cache_target,
-        ],
+        [jsonwebtoken_target, parsed_target, no_cache_target],
         &distinct,
         true,
         measure,
@@ -504,11 +456,7 @@ pub async fn run(measure: Duration) -> anyhow::Result<()> {
     // (c) per-request Redis lookups, one token reused.
     let mut lookup_env = common.to_vec();
     lookup_env.push(("VERIFIER_REVOCATION_MODE", "lookup"));
-    let (lookup_verifier, lookup_addr, _) = verifier(&lookup_env).await;
-    let lookup_target = Target {
-        addr: lookup_addr,
-        pid: lookup_verifier.pid().unwrap_or(0),
-    };
+    let (lookup_verifier, lookup_target, _) = verifier(&lookup_env).await;
     let lookup = measured(lookup_target, &one_token, false, measure).await?;
     drop(lookup_verifier);
 
@@ -609,6 +557,11 @@ pub async fn run(measure: Duration) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn reqwest_text(url: &str) -> anyhow::Result<String> {
-    Ok(reqwest::get(url).await?.text().await?)
+/// The string at `path` in `value` (empty when absent: the caller's next request then fails loudly).
+fn text_at(value: &Value, path: &[&str]) -> String {
+    path.iter()
+        .fold(value, |value, key| &value[*key])
+        .as_str()
+        .unwrap_or_default()
+        .to_owned()
 }

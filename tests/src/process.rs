@@ -108,6 +108,18 @@ pub async fn wait_for_status(url: &str, status: u16, every: Duration) {
     panic!("{url} never answered {status}");
 }
 
+/// The body of `GET url`, as text.
+pub async fn get_text(client: &reqwest::Client, url: &str) -> String {
+    client
+        .get(url)
+        .send()
+        .await
+        .unwrap_or_else(|error| panic!("GET {url}: {error}"))
+        .text()
+        .await
+        .unwrap_or_else(|error| panic!("GET {url}: {error}"))
+}
+
 /// Sends one inline Redis command and returns the first reply line (`+PONG`, `:1`, …).
 pub fn redis_command(port: u16, command: &str) -> std::io::Result<String> {
     let mut stream = TcpStream::connect(("127.0.0.1", port))?;

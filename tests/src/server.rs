@@ -12,6 +12,7 @@ use reqwest::{Client, Response};
 use serde_json::{Value, json};
 use tokio::task::JoinHandle;
 
+use crate::process::get_text;
 use crate::{TestDatabase, TestRedis, migrated_database, test_redis};
 
 /// A running server.
@@ -212,14 +213,12 @@ impl TestServer {
 
     /// The admin listener's `/metrics` text.
     pub async fn metrics(&self) -> String {
-        self.client
-            .get(format!("{}/metrics", self.admin_url))
-            .send()
-            .await
-            .expect("metrics answer")
-            .text()
-            .await
-            .expect("metrics are text")
+        get_text(&self.client, &format!("{}/metrics", self.admin_url)).await
+    }
+
+    /// The body of `GET path` on the public listener, as text.
+    pub async fn get_text(&self, path: &str) -> String {
+        get_text(&self.client, &format!("{}{path}", self.url)).await
     }
 }
 

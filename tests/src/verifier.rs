@@ -75,14 +75,7 @@ impl TestVerifier {
 
     /// The admin `/metrics` text.
     pub async fn metrics(&self) -> String {
-        self.client
-            .get(format!("{}/metrics", self.admin_url))
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap()
+        crate::process::get_text(&self.client, &format!("{}/metrics", self.admin_url)).await
     }
 
     /// Polls `/verify` with `token` until it answers `status`; returns how long that took.

@@ -13,15 +13,7 @@ use crate::support::{json, problem};
 #[tokio::test]
 async fn the_openapi_document_is_valid_and_documents_every_route_and_error() {
     let server = spawn_server().await;
-    let text = server
-        .client
-        .get(format!("{}/openapi.json", server.url))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let text = server.get_text("/openapi.json").await;
     let spec: Value = serde_json::from_str(&text).unwrap();
     assert!(spec["openapi"].as_str().unwrap().starts_with("3."));
     assert_eq!(

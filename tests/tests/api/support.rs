@@ -74,15 +74,7 @@ pub async fn json(response: Response, status: u16) -> Value {
 /// `token` verified by auth-core against the keys the server publishes, with the server's
 /// default issuer and audience.
 pub async fn verified(server: &TestServer, token: &str) -> auth_core::token::VerifiedToken {
-    let jwks = server
-        .client
-        .get(format!("{}/.well-known/jwks.json", server.url))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let jwks = server.get_text("/.well-known/jwks.json").await;
     let keys = auth_core::token::KeySet::from_json(jwks.as_bytes()).unwrap();
     auth_core::token::TokenValidator::new(auth_core::token::ValidatorSettings {
         issuer: "http://localhost:8080".into(),

@@ -105,16 +105,7 @@ async fn hs256_signed_with_the_public_key_as_der_is_refused() {
 #[tokio::test]
 async fn hs256_signed_with_the_public_key_as_jwk_is_refused() {
     let fx = fixture().await;
-    let jwks = fx
-        .server
-        .client
-        .get(format!("{}/.well-known/jwks.json", fx.server.url))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let jwks = fx.server.get_text("/.well-known/jwks.json").await;
     let jwk: Value = serde_json::from_str::<Value>(&jwks).unwrap()["keys"][0].clone();
     fx.assert_refused(&hmac_token(&fx, jwk.to_string().as_bytes()))
         .await;
