@@ -17,6 +17,8 @@ pub struct ServerMetrics {
     pub refreshes: IntCounterVec,
     /// Revocations published, by kind (`jti`, `sid`, `user`, `kid`).
     pub revocations: IntCounterVec,
+    /// Full restores of the revocations into Redis, by trigger (`start`, `state_lost`, `redis_replaced`).
+    pub revocation_restores: IntCounterVec,
     /// Bearer tokens refused, by reason.
     pub token_rejections: IntCounterVec,
     /// Password hashes running or waiting.
@@ -54,6 +56,12 @@ impl ServerMetrics {
                 "revocations_total",
                 "Revocations published by kind",
                 "kind",
+            )?,
+            revocation_restores: counter(
+                registry,
+                "revocation_restores_total",
+                "Full restores of the revocations into Redis by trigger",
+                "trigger",
             )?,
             token_rejections: counter(
                 registry,

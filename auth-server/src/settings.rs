@@ -68,9 +68,12 @@ pub struct Settings {
     pub trusted_proxy_hops: usize,
     /// The Redis key namespace.
     pub redis_namespace: String,
-    /// How often unexpired revocations are re-synchronised from PostgreSQL into Redis.
+    /// How often every unexpired revocation's key is checked in Redis (and republished if missing).
     #[serde(with = "humantime_serde")]
     pub revocation_resync_interval: Duration,
+    /// How often Redis is checked for lost revocation state (missing epoch, another process).
+    #[serde(with = "humantime_serde")]
+    pub revocation_watch_interval: Duration,
     /// Rate limits (`attempts/window`, or `off`).
     pub rate_limits: RateLimits,
     /// The PostgreSQL URL.
@@ -156,6 +159,7 @@ impl Default for Settings {
             trusted_proxy_hops: 0,
             redis_namespace: "auth".to_owned(),
             revocation_resync_interval: Duration::from_secs(60),
+            revocation_watch_interval: Duration::from_millis(250),
             rate_limits: RateLimits::default(),
             database_url: SecretString::from("postgres://localhost:5432/auth"),
             database_max_connections: 20,
@@ -233,6 +237,7 @@ impl Validate for Settings {
         positive("AUTH_REFRESH_TOKEN_TTL", self.refresh_token_ttl)?;
         positive("AUTH_SESSION_CACHE_TTL", self.session_cache_ttl)?;
         positive("AUTH_REVOCATION_RESYNC_INTERVAL", self.revocation_resync_interval)?;
+        positive("AUTH_REVOCATION_WATCH_INTERVAL", self.revocation_watch_interval)?;
         if self.session_max_lifetime < self.refresh_token_ttl {
             return Err(SettingsError::new(
                 "AUTH_SESSION_MAX_LIFETIME",

@@ -22,6 +22,7 @@ use crate::keys::{KeyRing, parse_algorithm};
 use crate::metrics::{PoolCollector, ServerMetrics};
 use crate::passwords::PasswordHasher;
 use crate::rate_limit::RateLimiter;
+use crate::service::revocation_guard::RevocationGuard;
 use crate::service::revoker::Revoker;
 use crate::settings::Settings;
 use crate::state::{AppState, Lifetimes, SharedState};
@@ -34,6 +35,7 @@ pub struct Application {
     state: SharedState,
     restored: Latch,
     resync_interval: Duration,
+    watch_interval: Duration,
     shutdown_grace: Duration,
 }
 
@@ -144,6 +146,7 @@ impl Application {
             state,
             restored,
             resync_interval: settings.revocation_resync_interval,
+            watch_interval: settings.revocation_watch_interval,
             shutdown_grace: settings.shutdown_grace,
         })
     }
@@ -161,12 +164,14 @@ impl Application {
     /// Serves until `shutdown` fires, then stops reporting ready and drains within the grace.
     pub async fn run(self, shutdown: Shutdown) -> anyhow::Result<()> {
         tracing::info!(public = %self.public.local_addr, admin = %self.admin.local_addr, "auth-server started");
-        restore_then_resync(
-            self.state.revoker.clone(),
-            self.restored,
-            self.resync_interval,
-            shutdown.clone(),
-        );
+        RevocationGuard {
+            revoker: self.state.revoker.clone(),
+            restored: self.restored,
+            watch_interval: self.watch_interval,
+            resync_interval: self.resync_interval,
+            restores: self.state.metrics.revocation_restores.clone(),
+        }
+        .spawn(shutdown.clone());
         let http_metrics = HttpMetrics::register(&self.registry)?;
         let body_limit = self.state.max_body_bytes;
         let app = crate::api::routes(self.state.clone(), body_limit)
@@ -195,26 +200,4 @@ impl Application {
         trigger.on_signals();
         self.run(shutdown).await
     }
-}
-
-/// Restores missing revocations into Redis, retrying every second until it works (the server is
-/// not ready until then), then keeps re-syncing every `interval`.
-fn restore_then_resync(revoker: Revoker, restored: Latch, interval: Duration, shutdown: Shutdown) {
-    tokio::spawn(async move {
-        loop {
-            match revoker.resync().await {
-                Ok(count) => {
-                    tracing::info!(restored = count, "revocations restored into Redis");
-                    restored.release();
-                    break;
-                }
-                Err(error) => tracing::warn!(error = format!("{error:#}"), "cannot restore revocations yet"),
-            }
-            tokio::select! {
-                () = tokio::time::sleep(Duration::from_secs(1)) => {}
-                () = shutdown.clone().wait() => return,
-            }
-        }
-        revoker.spawn_resync(interval, shutdown);
-    });
 }

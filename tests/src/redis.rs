@@ -110,3 +110,14 @@ impl Drop for RedisServer {
         self.kill();
     }
 }
+
+/// Marks the revocation state as restored under the default namespace, the way the auth server
+/// does after a restore, for tests that write the stream themselves without a server.
+pub async fn mark_restored(conn: &mut redis::aio::MultiplexedConnection) {
+    use auth_core::revocation::RedisKeys;
+    use auth_core::revocation::epoch::{RestoreClaim, begin_restore, commit_restore};
+    let keys = RedisKeys::default();
+    if let RestoreClaim::Restore(token) = begin_restore(conn, &keys, None).await.expect("Redis answers") {
+        assert!(commit_restore(conn, &keys, &token).await.expect("Redis answers"));
+    }
+}

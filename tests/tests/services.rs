@@ -1,6 +1,8 @@
 //! The auth-server and token-verifier binaries start from their settings, connect to real
 //! PostgreSQL and Redis, serve their admin listener, and stop cleanly.
 
+use std::time::Duration;
+
 use platform_tests::command::run;
 use platform_tests::service::RunningService;
 use platform_tests::{RedisServer, empty_database, migrated_database, test_redis};
@@ -109,7 +111,7 @@ async fn the_server_starts_without_redis_and_reports_it() {
 }
 
 #[tokio::test]
-async fn the_verifier_is_ready_once_keys_and_revocations_are_loaded() {
+async fn the_verifier_is_ready_once_keys_and_a_restored_revocation_state_are_loaded() {
     let redis = test_redis();
     let keys = platform_tests::keys::TestKeys::new(jsonwebtoken::Algorithm::RS256);
     let ring = auth_server::keys::KeyRing::load(&keys.dir(), None).unwrap();
@@ -125,6 +127,20 @@ async fn the_verifier_is_ready_once_keys_and_revocations_are_loaded() {
         ],
     )
     .await;
+    // Redis holds no revocation state yet (no server has restored it): an empty stream proves
+    // nothing, so the verifier waits.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let (status, report) = get(&format!("{}/health/ready", verifier.admin_url)).await;
+    assert_eq!(status, 503, "{report}");
+    let report: Value = serde_json::from_str(&report).unwrap();
+    assert_eq!(component(&report, "keys")["status"], "ok");
+    assert_eq!(component(&report, "revocation_index")["status"], "failing");
+    let mut conn = redis::Client::open(redis.url.as_str())
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap();
+    platform_tests::redis::mark_restored(&mut conn).await;
     verifier.wait_for("/health/ready", 200).await;
     let (_, metrics) = get(&format!("{}/metrics", verifier.admin_url)).await;
     assert!(

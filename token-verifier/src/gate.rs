@@ -5,7 +5,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use auth_core::redis::RedisPool;
-use auth_core::revocation::{FollowerStatus, RedisKeys, RevocationIndex, RevocationKind, lookup, unix_now};
+use auth_core::revocation::{
+    FollowerStatus, LookupOutcome, RedisKeys, RevocationIndex, RevocationKind, lookup, unix_now,
+};
 use auth_core::token::{BearerError, TokenError, TokenValidator, VerifiedToken, bearer_token};
 use poem::http::HeaderMap;
 use poem::http::header::COOKIE;
@@ -175,18 +177,23 @@ impl Gate {
         Ok(verified)
     }
 
-    /// The revocation that applies, or `Err` when the state is unknown.
+    /// The revocation that applies, or `Err` when the state is unknown (Redis unreachable, or it
+    /// lost the revocations and the server has not restored them yet).
     async fn revoked(&self, token: &VerifiedToken) -> Result<Option<RevocationKind>, ()> {
         match &self.revocations {
             Revocations::Index { index, status, grace } => {
-                if status.lag() > *grace {
+                if !status.vouches(*grace) {
                     return Err(());
                 }
                 Ok(index.revoked_by(token))
             }
             Revocations::Lookup { redis, keys } => {
                 let mut conn = redis.get().await.map_err(|_| ())?;
-                lookup(&mut *conn, keys, token).await.map_err(|_| ())
+                match lookup(&mut *conn, keys, token).await {
+                    Ok(LookupOutcome::Clear) => Ok(None),
+                    Ok(LookupOutcome::Revoked(kind)) => Ok(Some(kind)),
+                    Ok(LookupOutcome::Unknown) | Err(_) => Err(()),
+                }
             }
         }
     }

@@ -9,8 +9,8 @@ use auth_core::http::RequestId;
 use auth_core::listener::{self, BoundListener};
 use auth_core::metrics::register_computed_gauge;
 use auth_core::readiness::{Latch, Readiness};
-use auth_core::redis::RedisCheck;
-use auth_core::revocation::{FollowerStatus, RedisKeys, RevocationIndex, StreamFollower};
+use auth_core::revocation::epoch::EpochCheck;
+use auth_core::revocation::{FollowerStatus, IndexCheck, RedisKeys, RevocationIndex, StreamFollower};
 use auth_core::shutdown::{self, Shutdown};
 use auth_core::token::{TokenValidator, ValidatorSettings};
 use poem::{Endpoint, EndpointExt, IntoEndpoint, Response, Server};
@@ -34,7 +34,7 @@ pub struct Verifier {
     app: poem::endpoint::BoxEndpoint<'static, Response>,
     keys: Arc<KeyStore>,
     keys_loaded: Latch,
-    follower: Option<(StreamFollower, Latch)>,
+    follower: Option<StreamFollower>,
     refresh_interval: Duration,
     shutdown_grace: Duration,
 }
@@ -70,7 +70,10 @@ impl Verifier {
                 let status = Arc::new(FollowerStatus::default());
                 let client = redis::Client::open(settings.redis_url.expose_secret()).context("REDIS_URL")?;
                 let follower = StreamFollower::new(client, redis_keys, index.clone(), status.clone());
-                let loaded = readiness.latch("revocation_index");
+                readiness.add_check(IndexCheck {
+                    status: status.clone(),
+                    grace: settings.redis_grace,
+                });
                 register_index_gauges(&registry, &index, &status)?;
                 (
                     Revocations::Index {
@@ -78,14 +81,17 @@ impl Verifier {
                         status,
                         grace: settings.redis_grace,
                     },
-                    Some((follower, loaded)),
+                    Some(follower),
                 )
             }
             RevocationMode::Lookup => {
                 let redis =
                     auth_core::redis::pool(settings.redis_url.expose_secret(), 16, settings.redis_timeout)
                         .context("cannot create the Redis pool")?;
-                readiness.add_check(RedisCheck(redis.clone()));
+                readiness.add_check(EpochCheck {
+                    redis: redis.clone(),
+                    keys: redis_keys.clone(),
+                });
                 (
                     Revocations::Lookup {
                         redis,
@@ -155,9 +161,9 @@ impl Verifier {
         self.keys
             .clone()
             .spawn_refresh(self.refresh_interval, self.keys_loaded, shutdown.clone());
-        if let Some((follower, loaded)) = self.follower {
+        if let Some(follower) = self.follower {
             let shutdown = shutdown.clone();
-            tokio::spawn(async move { follower.run(loaded, shutdown).await });
+            tokio::spawn(async move { follower.run(shutdown).await });
         }
         let readiness = self.readiness.clone();
         let draining = {

@@ -108,12 +108,6 @@ impl Revocation {
         }
     }
 
-    /// The value stored under its Redis key: the instant for users, `1` otherwise.
-    pub fn key_value(&self) -> String {
-        self.before
-            .map_or_else(|| "1".to_owned(), |before| before.to_string())
-    }
-
     /// The stream entry's fields: `kind`, `id`, `until`, and `before` for users.
     pub fn stream_fields(&self) -> Vec<(&'static str, String)> {
         let mut fields = vec![

@@ -1,7 +1,8 @@
 //! Following the revocation stream into a [`RevocationIndex`]: read it all at start, then block on
 //! new entries from the last id seen, resuming from that id after a reconnect (no gap), and
-//! reloading from the beginning when that id is no longer in the stream (trimmed, or a flushed
-//! Redis).
+//! reloading from the beginning whenever the revocation epoch changes (Redis lost its data and the
+//! server rebuilt the stream). See [`super::epoch`] for why the epoch, not the stream, decides
+//! whether the index can vouch for the revocation state.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
@@ -10,16 +11,19 @@ use std::time::Duration;
 use redis::aio::MultiplexedConnection;
 use redis::{AsyncConnectionConfig, Client, ConnectionInfo, Value};
 
+use super::epoch::{self, Epoch};
 use super::load_queue::{LoadQueue, Span, entry_id, position};
 use super::range_reader::RangeReader;
 use super::{RedisKeys, RevocationIndex, RevocationRef, unix_now};
-use crate::readiness::Latch;
+use crate::readiness::ReadinessCheck;
 use crate::shutdown::Shutdown;
 
 const BLOCK: Duration = Duration::from_millis(1000);
 // Small pages keep both the reply memory and the time Redis spends on one command low.
 const PAGE: usize = 1000;
+const MIN_BACKOFF: Duration = Duration::from_millis(50);
 const MAX_BACKOFF: Duration = Duration::from_secs(2);
+const UNKNOWN_POLL: Duration = Duration::from_millis(100);
 // Several loaders per core keep single-threaded Redis busy producing one page while the verifier
 // parses others (100,000 entries spread evenly in time, 2 cores: one loader per core 117–131 ms to
 // load, four 77–103 ms, eight no better).
@@ -44,6 +48,12 @@ impl FollowerStatus {
         Duration::from_millis(u64::try_from(now - last).unwrap_or(0))
     }
 
+    /// Whether the index vouches for the revocation state: loaded under a complete epoch and
+    /// heard from Redis under that epoch within `grace`.
+    pub fn vouches(&self, grace: Duration) -> bool {
+        self.lag() <= grace
+    }
+
     /// How many times the stream was (re)loaded from the beginning.
     pub fn loads(&self) -> u64 {
         self.loads.load(Ordering::Acquire)
@@ -58,6 +68,43 @@ fn unix_now_ms() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+}
+
+/// Readiness of a verifier in index mode: the index vouches for the revocation state.
+pub struct IndexCheck {
+    /// The follower's status.
+    pub status: Arc<FollowerStatus>,
+    /// How long the index may go without a confirmed state.
+    pub grace: Duration,
+}
+
+impl ReadinessCheck for IndexCheck {
+    fn name(&self) -> &'static str {
+        "revocation_index"
+    }
+
+    fn check(&self) -> futures_util::future::BoxFuture<'_, Result<(), String>> {
+        let outcome = match self.status.lag() {
+            Duration::MAX => Err("the revocation stream is not loaded yet".to_owned()),
+            lag if lag > self.grace => Err(format!(
+                "no complete revocation state from Redis for {} s",
+                lag.as_secs()
+            )),
+            _ => Ok(()),
+        };
+        Box::pin(std::future::ready(outcome))
+    }
+}
+
+/// Where following stands across reconnects.
+#[derive(Default)]
+struct Position {
+    // The id of the last entry applied (`None`: nothing loaded yet).
+    last_id: Option<String>,
+    // The complete epoch the index was loaded under (`None`: the state is unknown).
+    epoch: Option<String>,
+    // Whether a read succeeded since the last error.
+    healthy: bool,
 }
 
 /// Follows one Redis stream into one index.
@@ -84,17 +131,21 @@ impl StreamFollower {
         }
     }
 
-    /// Follows until shutdown, reconnecting with backoff, and releases `loaded` once the stream
-    /// has been read in full; prunes expired entries as it goes.
-    pub async fn run(self, loaded: Latch, shutdown: Shutdown) {
-        let mut last_id: Option<String> = None;
-        let mut backoff = Duration::from_millis(50);
+    /// Follows until shutdown, reconnecting with backoff; prunes expired entries as it goes.
+    pub async fn run(self, shutdown: Shutdown) {
+        let mut position = Position::default();
+        let mut backoff = MIN_BACKOFF;
         loop {
             let outcome = tokio::select! {
-                outcome = self.follow(&mut last_id, &loaded) => outcome,
+                outcome = self.follow(&mut position) => outcome,
                 () = shutdown.clone().wait() => return,
             };
             if let Err(error) = outcome {
+                // A blip after a healthy stretch is retried at once: flapping Redis costs no more
+                // fail-closed time than its outages.
+                if std::mem::take(&mut position.healthy) {
+                    backoff = MIN_BACKOFF;
+                }
                 tracing::warn!(error = %error, retry_in = ?backoff, "revocation stream unreachable");
                 tokio::select! {
                     () = tokio::time::sleep(backoff) => {}
@@ -115,46 +166,69 @@ impl StreamFollower {
     }
 
     /// One connection's worth of following; returns on the first error.
-    async fn follow(&self, last_id: &mut Option<String>, loaded: &Latch) -> redis::RedisResult<()> {
+    ///
+    /// The index vouches for the revocation state (and keeps the gate open) only while Redis shows
+    /// the complete epoch it was loaded under. A missing or unfinished epoch (Redis lost its data
+    /// and the server has not restored it yet) stops the vouching, so the gate fails closed after
+    /// the grace, exactly as with Redis unreachable; a new complete epoch means a rebuilt stream,
+    /// which is loaded again from the beginning (the index never forgets what it knew).
+    async fn follow(&self, position: &mut Position) -> redis::RedisResult<()> {
         let mut conn = self.connect().await?;
         let stream = self.keys.stream();
-        let resumable = match last_id.as_deref() {
-            Some(id) => {
-                let found: Value = redis::cmd("XRANGE")
-                    .arg(&stream)
-                    .arg(id)
-                    .arg(id)
-                    .query_async(&mut conn)
-                    .await?;
-                !entries(&found).is_empty()
-            }
-            None => false,
-        };
-        if !resumable {
-            *last_id = Some(self.load(&mut conn, &stream).await?);
-            loaded.release();
-        }
+        let mut seen = epoch::read(&mut conn, &self.keys).await?;
         let mut last_prune = unix_now();
         loop {
-            let from = last_id.clone().unwrap_or_else(|| "0-0".to_owned());
-            let reply: Value = redis::cmd("XREAD")
-                .arg("COUNT")
-                .arg(PAGE)
-                .arg("BLOCK")
-                .arg(BLOCK.as_millis() as u64)
-                .arg("STREAMS")
-                .arg(&stream)
-                .arg(&from)
-                .query_async(&mut conn)
-                .await?;
-            self.status.heard_from_redis();
-            if let Some(last) = self.apply(read_entries(&reply)) {
-                *last_id = Some(last);
+            position.healthy = true;
+            match seen.complete() {
+                Some(current) if position.epoch.as_deref() == Some(current) => {
+                    self.status.heard_from_redis()
+                }
+                Some(current) => {
+                    let last = self.load(&mut conn, &stream).await?;
+                    position.last_id = Some(last);
+                    // Only a load bracketed by the same complete epoch saw the whole state: a flush
+                    // and a restore during the load show as a changed epoch.
+                    let after = epoch::read(&mut conn, &self.keys).await?;
+                    if after.complete() == Some(current) {
+                        position.epoch = Some(current.to_owned());
+                        self.status.heard_from_redis();
+                    }
+                    seen = after;
+                    continue;
+                }
+                None => {
+                    if position.epoch.take().is_some() {
+                        tracing::warn!(
+                            "the revocation state in Redis was lost; failing closed after the grace \
+                             unless the auth server restores it"
+                        );
+                    }
+                }
             }
             if unix_now() - last_prune >= 30 {
                 last_prune = unix_now();
                 self.index.prune(last_prune);
             }
+            // Waiting for a restore, poll briefly so a new sidecar is ready soon after it commits.
+            let block = if position.epoch.is_some() { BLOCK } else { UNKNOWN_POLL };
+            let (epoch_value, reply): (Option<String>, Value) = redis::pipe()
+                .cmd("GET")
+                .arg(self.keys.epoch())
+                .cmd("XREAD")
+                .arg("COUNT")
+                .arg(PAGE)
+                .arg("BLOCK")
+                .arg(block.as_millis() as u64)
+                .arg("STREAMS")
+                .arg(&stream)
+                .arg(position.last_id.as_deref().unwrap_or("$"))
+                .query_async(&mut conn)
+                .await?;
+            // Entries only ever add revocations, so they are applied whatever the epoch says.
+            if let Some(last) = self.apply(read_entries(&reply)) {
+                position.last_id = Some(last);
+            }
+            seen = Epoch::parse(epoch_value.as_deref());
         }
     }
 
@@ -213,7 +287,6 @@ impl StreamFollower {
 
     fn loaded(&self, started: std::time::Instant, last: String) -> redis::RedisResult<String> {
         self.index.prune(unix_now());
-        self.status.heard_from_redis();
         self.status.loads.fetch_add(1, Ordering::AcqRel);
         tracing::info!(
             entries = self.index.len(),

@@ -43,4 +43,9 @@ impl RedisKeys {
     pub fn stream(&self) -> String {
         format!("{}:revocations", self.namespace)
     }
+
+    /// `{ns}:revocations:epoch`: present while Redis holds every revocation (see `epoch`).
+    pub fn epoch(&self) -> String {
+        format!("{}:revocations:epoch", self.namespace)
+    }
 }

@@ -2,16 +2,26 @@
 
 use redis::aio::ConnectionLike;
 
-use super::{RedisKeys, RevocationKind};
+use super::{Epoch, RedisKeys, RevocationKind};
 use crate::token::VerifiedToken;
 
-/// The kind of the first revocation that rejects `token`, if any: one `MGET` of its `jti`, `sid`,
-/// user and `kid` keys.
+/// What the revocation keys say about one token.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LookupOutcome {
+    /// No revocation applies, and Redis holds the complete revocation state.
+    Clear,
+    /// The first revocation that rejects the token.
+    Revoked(RevocationKind),
+    /// Redis lost its revocation state (no complete epoch): an absent key proves nothing.
+    Unknown,
+}
+
+/// One `MGET` of the token's `jti`, `sid`, user and `kid` keys and of the epoch.
 pub async fn lookup<C: ConnectionLike>(
     conn: &mut C,
     keys: &RedisKeys,
     token: &VerifiedToken,
-) -> redis::RedisResult<Option<RevocationKind>> {
+) -> redis::RedisResult<LookupOutcome> {
     let claims = &token.claims;
     let probes = [
         (RevocationKind::Token, claims.jti.to_string()),
@@ -23,13 +33,21 @@ pub async fn lookup<C: ConnectionLike>(
     for (kind, id) in &probes {
         command.arg(keys.revoked(*kind, id));
     }
-    let values: Vec<Option<String>> = command.query_async(conn).await?;
-    Ok(probes.iter().zip(values).find_map(|((kind, _), value)| {
+    command.arg(keys.epoch());
+    let mut values: Vec<Option<String>> = command.query_async(conn).await?;
+    let epoch = values.pop().flatten();
+    let revoked = probes.iter().zip(values).find_map(|((kind, _), value)| {
         let value = value?;
         let applies = match kind {
             RevocationKind::User => value.parse::<i64>().is_ok_and(|before| claims.iat <= before),
             _ => true,
         };
         applies.then_some(*kind)
-    }))
+    });
+    // A key that is present revokes whatever the epoch says; only an absence needs the epoch.
+    Ok(match revoked {
+        Some(kind) => LookupOutcome::Revoked(kind),
+        None if Epoch::parse(epoch.as_deref()).complete().is_some() => LookupOutcome::Clear,
+        None => LookupOutcome::Unknown,
+    })
 }

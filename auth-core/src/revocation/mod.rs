@@ -4,6 +4,7 @@
 //! revocation stream, so a verifier can follow every revocation without a lookup per request.
 
 mod entry;
+pub mod epoch;
 mod follower;
 mod index;
 mod keys;
@@ -13,10 +14,11 @@ mod publish;
 mod range_reader;
 
 pub use entry::{Revocation, RevocationKind, RevocationRef};
-pub use follower::{FollowerStatus, StreamFollower};
+pub use epoch::Epoch;
+pub use follower::{FollowerStatus, IndexCheck, StreamFollower};
 pub use index::RevocationIndex;
 pub use keys::RedisKeys;
-pub use lookup::lookup;
+pub use lookup::{LookupOutcome, lookup};
 pub use publish::{publish, unix_now};
 
 #[cfg(test)]

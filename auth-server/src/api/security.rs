@@ -1,6 +1,6 @@
 //! The bearer security scheme: a valid, unrevoked access token.
 
-use auth_core::revocation::lookup;
+use auth_core::revocation::{LookupOutcome, lookup};
 use auth_core::token::{VerifiedToken, bearer_token};
 use poem::Request;
 use poem_openapi::SecurityScheme;
@@ -16,9 +16,9 @@ use crate::store::revoked;
 pub struct BearerAuth(pub VerifiedToken);
 
 /// Verifies the token and checks the revocation keys in Redis (the server has Redis at hand, so
-/// it does not keep the verifier's in-memory index). When Redis is unreachable, PostgreSQL, which
-/// holds every revocation durably, answers instead, so the account API (logout above all) keeps
-/// working through a Redis outage.
+/// it does not keep the verifier's in-memory index). When Redis is unreachable or has lost the
+/// revocation state, PostgreSQL, which holds every revocation durably, answers instead, so the
+/// account API (logout above all) keeps working through a Redis outage.
 async fn authenticate(req: &Request, _bearer: Bearer) -> poem::Result<VerifiedToken> {
     let state = req
         .data::<SharedState>()
@@ -45,11 +45,13 @@ async fn authenticate(req: &Request, _bearer: Bearer) -> poem::Result<VerifiedTo
     }
 }
 
-/// The answer of the revocation keys, or `None` when Redis cannot be asked.
+/// The answer of the revocation keys, or `None` when Redis cannot be asked or has lost the
+/// revocation state (an absent key then proves nothing).
 async fn revoked_in_redis(state: &AppState, token: &VerifiedToken) -> Option<bool> {
     let mut conn = state.redis.get().await.ok()?;
-    lookup(&mut *conn, &state.redis_keys, token)
-        .await
-        .ok()
-        .map(|kind| kind.is_some())
+    match lookup(&mut *conn, &state.redis_keys, token).await.ok()? {
+        LookupOutcome::Clear => Some(false),
+        LookupOutcome::Revoked(_) => Some(true),
+        LookupOutcome::Unknown => None,
+    }
 }

@@ -5,4 +5,5 @@ pub mod changes;
 pub mod grants;
 pub mod logout;
 pub mod refresh;
+pub mod revocation_guard;
 pub mod revoker;

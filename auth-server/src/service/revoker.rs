@@ -1,11 +1,12 @@
-//! Revocations: recorded durably in PostgreSQL, published to Redis (key + stream), and
-//! re-synchronised from PostgreSQL so a flushed Redis never brings a revoked token back.
+//! Revocations: recorded durably in PostgreSQL, published to Redis (key + stream), and restored
+//! from PostgreSQL under a new epoch whenever Redis loses them, so a flushed Redis never brings a
+//! revoked token back.
 
 use std::time::Duration;
 
 use auth_core::redis::RedisPool;
+use auth_core::revocation::epoch::{self, Epoch, RestoreClaim};
 use auth_core::revocation::{RedisKeys, Revocation, publish, unix_now};
-use auth_core::shutdown::Shutdown;
 use prometheus::IntCounterVec;
 use sqlx::{PgConnection, PgPool};
 use uuid::Uuid;
@@ -102,10 +103,9 @@ impl Revoker {
 
     /// Publishes revocations to Redis now.
     pub async fn publish(&self, revocations: &[Revocation]) -> Result<(), ApiError> {
-        let retention = self.access_ttl + self.leeway;
         let mut conn = self.redis.get().await?;
+        publish(&mut *conn, &self.keys, revocations, self.access_ttl + self.leeway).await?;
         for revocation in revocations {
-            publish(&mut *conn, &self.keys, revocation, retention).await?;
             self.published
                 .with_label_values(&[revocation.kind.as_str()])
                 .inc();
@@ -113,8 +113,48 @@ impl Revoker {
         Ok(())
     }
 
+    /// Makes Redis hold every revocation that can still matter, under a complete epoch (see
+    /// `auth_core::revocation::epoch`). When the epoch is missing, or equals `replace` (a complete
+    /// epoch this server saw Redis lose data under), every unexpired revocation is republished and
+    /// a new epoch committed — again and again until no flush interrupts it; when Redis is intact,
+    /// only revocations whose key is missing are republished (a publish that failed and whose retry
+    /// died with its server).
+    pub async fn restore(&self, mut replace: Option<String>) -> anyhow::Result<Restored> {
+        loop {
+            let mut conn = self.redis.get().await?;
+            let claim = epoch::begin_restore(&mut *conn, &self.keys, replace.take().as_deref()).await?;
+            drop(conn);
+            let token = match claim {
+                RestoreClaim::Intact(epoch) => {
+                    let republished = self.republish_missing().await?;
+                    return Ok(Restored {
+                        epoch,
+                        republished,
+                        full: false,
+                    });
+                }
+                RestoreClaim::Restore(token) => token,
+            };
+            // PostgreSQL is read only after the restore is marked, so everything revoked before
+            // Redis lost its data is in this read.
+            let revocations = store::revoked::unexpired(&self.db).await?;
+            self.publish(&revocations)
+                .await
+                .map_err(|error| anyhow::anyhow!("{error}"))?;
+            let mut conn = self.redis.get().await?;
+            if epoch::commit_restore(&mut *conn, &self.keys, &token).await? {
+                return Ok(Restored {
+                    epoch: token,
+                    republished: revocations.len(),
+                    full: true,
+                });
+            }
+            tracing::warn!("Redis lost the revocations again during their restore; restoring again");
+        }
+    }
+
     /// Publishes every unexpired revocation whose key is missing from Redis; returns how many.
-    pub async fn resync(&self) -> anyhow::Result<usize> {
+    async fn republish_missing(&self) -> anyhow::Result<usize> {
         let revocations = store::revoked::unexpired(&self.db).await?;
         if revocations.is_empty() {
             return Ok(0);
@@ -139,25 +179,44 @@ impl Revoker {
         Ok(missing.len())
     }
 
-    /// Re-syncs now and then every `interval` until shutdown.
-    pub fn spawn_resync(self, interval: Duration, shutdown: Shutdown) {
-        tokio::spawn(async move {
-            let mut ticker = tokio::time::interval(interval);
-            loop {
-                tokio::select! {
-                    _ = ticker.tick() => {}
-                    () = shutdown.clone().wait() => return,
-                }
-                match self.resync().await {
-                    Ok(0) => {}
-                    Ok(restored) => {
-                        tracing::warn!(restored, "restored revocations missing from Redis")
-                    }
-                    Err(error) => {
-                        tracing::warn!(error = format!("{error:#}"), "revocation re-sync failed")
-                    }
-                }
-            }
-        });
+    /// The epoch and the identity of the Redis process, in one round trip.
+    pub async fn observe(&self) -> anyhow::Result<RedisView> {
+        let mut conn = self.redis.get().await?;
+        let (epoch, info): (Option<String>, String) = redis::pipe()
+            .cmd("GET")
+            .arg(self.keys.epoch())
+            .cmd("INFO")
+            .arg("server")
+            .query_async(&mut *conn)
+            .await?;
+        let run_id = info
+            .lines()
+            .find_map(|line| line.strip_prefix("run_id:"))
+            .map(|id| id.trim().to_owned());
+        Ok(RedisView {
+            epoch: Epoch::parse(epoch.as_deref()),
+            run_id,
+        })
     }
+}
+
+/// What a restore did.
+#[derive(Debug)]
+pub struct Restored {
+    /// The complete epoch Redis holds now.
+    pub epoch: String,
+    /// Revocations written.
+    pub republished: usize,
+    /// Whether everything was republished under a new epoch (Redis had lost its data).
+    pub full: bool,
+}
+
+/// What the server sees of Redis.
+#[derive(Debug)]
+pub struct RedisView {
+    /// The revocation epoch.
+    pub epoch: Epoch,
+    /// The Redis process's `run_id` (`None` where `INFO` is not allowed): a new one means another
+    /// process answers now, which may hold less than the epoch it carries says.
+    pub run_id: Option<String>,
 }

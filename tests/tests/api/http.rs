@@ -235,11 +235,12 @@ async fn redis_down_means_503_where_it_is_needed_never_a_panic_and_service_resum
     let token = crate::support::verified(&server, &other.access).await;
     let keys = auth_core::revocation::RedisKeys::default();
     for _ in 0..100 {
-        if auth_core::revocation::lookup(&mut server.redis().await, &keys, &token)
-            .await
-            .unwrap()
-            .is_some()
-        {
+        if matches!(
+            auth_core::revocation::lookup(&mut server.redis().await, &keys, &token)
+                .await
+                .unwrap(),
+            auth_core::revocation::LookupOutcome::Revoked(_)
+        ) {
             return;
         }
         tokio::time::sleep(Duration::from_millis(50)).await;

@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use auth_core::revocation::{RedisKeys, RevocationKind, lookup};
+use auth_core::revocation::{LookupOutcome, RedisKeys, RevocationKind, lookup};
 use platform_tests::server::{TestServer, TestUser, spawn_server, spawn_server_with, start};
 use serde_json::{Value, json};
 
@@ -15,7 +15,7 @@ async fn refresh(server: &TestServer, token: &str) -> reqwest::Response {
 }
 
 /// What auth-core's per-request revocation check (the verifier's fallback mode) says.
-async fn revoked_by(server: &TestServer, token: &str) -> Option<RevocationKind> {
+async fn revoked_by(server: &TestServer, token: &str) -> LookupOutcome {
     let verified = verified(server, token).await;
     lookup(&mut server.redis().await, &RedisKeys::default(), &verified)
         .await
@@ -105,7 +105,7 @@ async fn a_reused_refresh_token_revokes_the_whole_session() {
     problem(server.get_auth("/api/auth/me", &child_access).await, 401).await;
     assert_eq!(
         revoked_by(&server, &child_access).await,
-        Some(RevocationKind::Session)
+        LookupOutcome::Revoked(RevocationKind::Session)
     );
     let reason: String = sqlx::query_scalar("SELECT revoked_reason FROM sessions")
         .fetch_one(&mut db(&server).await)
@@ -204,7 +204,7 @@ async fn logout_revokes_this_token_and_session_everywhere() {
     let server = spawn_server().await;
     let user = server.new_user().await;
     let other = server.login(&user).await;
-    assert_eq!(revoked_by(&server, &user.access).await, None);
+    assert_eq!(revoked_by(&server, &user.access).await, LookupOutcome::Clear);
 
     assert_eq!(
         server
@@ -216,7 +216,7 @@ async fn logout_revokes_this_token_and_session_everywhere() {
     problem(server.get_auth("/api/auth/me", &user.access).await, 401).await;
     assert_eq!(
         revoked_by(&server, &user.access).await,
-        Some(RevocationKind::Token)
+        LookupOutcome::Revoked(RevocationKind::Token)
     );
     problem(refresh(&server, &user.refresh).await, 401).await;
     assert_eq!(
@@ -279,7 +279,7 @@ async fn logout_all_revokes_every_session_and_token_of_the_user() {
         problem(server.get_auth("/api/auth/me", &session.access).await, 401).await;
         assert_eq!(
             revoked_by(&server, &session.access).await,
-            Some(RevocationKind::User)
+            LookupOutcome::Revoked(RevocationKind::User)
         );
         problem(refresh(&server, &session.refresh).await, 401).await;
     }
@@ -332,26 +332,28 @@ async fn a_flushed_redis_is_restored_from_postgres_at_start() {
     let keys_dir = keys.path().to_path_buf();
     let server = spawn_server_with(|s| {
         s.revocation_resync_interval = Duration::from_secs(3600);
+        s.revocation_watch_interval = Duration::from_secs(3600);
         s.keys_dir = Some(keys_dir.clone());
     })
     .await;
     let (logged_out, everywhere) = revoke_and_flush(&server).await;
     assert_eq!(
         revoked_by(&server, &logged_out.access).await,
-        None,
-        "the flush erased the revocation"
+        LookupOutcome::Unknown,
+        "the flush erased the revocation and the epoch: an absent key proves nothing"
     );
+    problem(server.get_auth("/api/auth/me", &logged_out.access).await, 401).await;
     let (db, redis_url) = (server.db.clone(), server.redis_url.clone());
     server.stop().await;
 
     let restarted = start(db, &redis_url, |s| s.keys_dir = Some(keys_dir)).await;
     assert_eq!(
         revoked_by(&restarted, &logged_out.access).await,
-        Some(RevocationKind::Token)
+        LookupOutcome::Revoked(RevocationKind::Token)
     );
     assert_eq!(
         revoked_by(&restarted, &everywhere.access).await,
-        Some(RevocationKind::User)
+        LookupOutcome::Revoked(RevocationKind::User)
     );
     problem(restarted.get_auth("/api/auth/me", &logged_out.access).await, 401).await;
     problem(restarted.get_auth("/api/auth/me", &everywhere.access).await, 401).await;
@@ -368,14 +370,23 @@ async fn a_flushed_redis_is_restored_from_postgres_at_start() {
 }
 
 #[tokio::test]
-async fn a_running_server_re_syncs_a_flushed_redis() {
-    let server = spawn_server_with(|s| s.revocation_resync_interval = Duration::from_millis(200)).await;
+async fn a_running_server_restores_a_flushed_redis_at_once() {
+    // Not the periodic re-check: the guard sees the epoch gone.
+    let server = spawn_server_with(|s| s.revocation_resync_interval = Duration::from_secs(3600)).await;
     let (logged_out, _) = revoke_and_flush(&server).await;
-    for _ in 0..100 {
-        if revoked_by(&server, &logged_out.access).await.is_some() {
+    let flushed = std::time::Instant::now();
+    while flushed.elapsed() < Duration::from_secs(5) {
+        if revoked_by(&server, &logged_out.access).await == LookupOutcome::Revoked(RevocationKind::Token) {
+            println!("flush -> restored: {:?}", flushed.elapsed());
+            assert!(
+                server
+                    .metrics()
+                    .await
+                    .contains("auth_server_revocation_restores_total{trigger=\"state_lost\"} 1")
+            );
             return;
         }
-        tokio::time::sleep(Duration::from_millis(50)).await;
+        tokio::time::sleep(Duration::from_millis(10)).await;
     }
     panic!("the revocation never came back");
 }

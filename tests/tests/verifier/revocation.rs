@@ -5,6 +5,7 @@ use std::time::Duration;
 use auth_core::revocation::{RedisKeys, Revocation, publish, unix_now};
 use jsonwebtoken::Algorithm;
 use platform_tests::RedisServer;
+use platform_tests::redis::mark_restored;
 use platform_tests::keys::{TestKeys, claims};
 use platform_tests::server::start;
 use platform_tests::verifier::{start_verifier, verifier_settings};
@@ -261,7 +262,12 @@ async fn a_late_sidecar_loads_a_long_stream_over_an_authenticated_connection() {
         pipe.query_async::<()>(conn).await.unwrap();
     };
     let publish_one = async |conn: &mut redis::aio::MultiplexedConnection, revocation: Revocation| {
-        publish(conn, &RedisKeys::default(), &revocation, Duration::from_secs(900))
+        publish(
+            conn,
+            &RedisKeys::default(),
+            std::slice::from_ref(&revocation),
+            Duration::from_secs(900),
+        )
             .await
             .unwrap();
     };
@@ -285,6 +291,7 @@ async fn a_late_sidecar_loads_a_long_stream_over_an_authenticated_connection() {
     let user = claims_of(&of_user);
     publish_one(&mut admin, Revocation::user(user.sub, user.iat, until)).await;
     publish_one(&mut admin, Revocation::token(claims_of(&last).jti, until)).await;
+    mark_restored(&mut admin).await;
     let _: () = redis::cmd("CONFIG")
         .arg("SET")
         .arg("requirepass")
