@@ -1,9 +1,10 @@
 //! `platform-bench`: measures the platform on this machine against real PostgreSQL and Redis.
-//! Run it with `cargo run --release -p platform-bench -- <server|verifier>`.
+//! Run it with `cargo run --release -p platform-bench -- <server|verifier|restore>`.
 
 mod ceiling;
 mod load;
 mod platform;
+mod restore;
 mod server;
 mod verifier;
 
@@ -28,6 +29,8 @@ enum Target {
     Server,
     /// /verify in three modes against two ceilings, memory, start-up and propagation.
     Verifier,
+    /// Redis flushed: the server's restore of 100,000 revocations and a new sidecar's readiness.
+    Restore,
     /// (internal) the trivial ceiling server.
     #[command(hide = true)]
     CeilingTrivial { listen: String },
@@ -48,6 +51,7 @@ fn main() -> anyhow::Result<()> {
         match cli.target {
             Target::Server => server::run(Duration::from_secs(cli.seconds)).await,
             Target::Verifier => verifier::run(Duration::from_secs(cli.seconds)).await,
+            Target::Restore => restore::run().await,
             Target::CeilingTrivial { listen } => ceiling::serve_trivial(listen).await,
             Target::CeilingSignature { listen, jwks, check } => {
                 ceiling::serve_signature_only(listen, jwks, check).await

@@ -60,7 +60,7 @@ async fn wait_for_port(port: u16) -> anyhow::Result<()> {
 }
 
 /// A `token-verifier` process with `env`, its target and how long it took to become ready.
-async fn verifier(env: &[(&str, &str)]) -> (RunningService, Target, Duration) {
+pub(crate) async fn verifier(env: &[(&str, &str)]) -> (RunningService, Target, Duration) {
     let port = free_port();
     let listen = format!("127.0.0.1:{port}");
     let mut full: Vec<(&str, &str)> = vec![("VERIFIER_LISTEN", &listen), ("VERIFIER_LOG_LEVEL", "warn")];
@@ -179,7 +179,7 @@ impl Measured {
 
 /// What a serving process is: its address and its pid.
 #[derive(Clone, Copy)]
-struct Target {
+pub(crate) struct Target {
     addr: SocketAddr,
     pid: u32,
 }

@@ -31,7 +31,7 @@ pub enum Decision {
     },
     /// The token lacks the role the route needs.
     Forbidden,
-    /// The revocation state is unknown and the verifier fails closed.
+    /// The keys or the revocation state are unknown and the verifier fails closed.
     Unavailable,
     /// A path that could be read differently upstream (`/public/../admin`).
     BadPath,
@@ -127,6 +127,10 @@ impl Gate {
             },
             Err(BearerError::Malformed) => return self.reject("malformed_header"),
         };
+        // Without keys a valid token cannot be told from a forged one: not the client's fault.
+        if !self.keys.is_loaded() {
+            return Decision::Unavailable;
+        }
         let verified = match self.verify(token).await {
             Ok(verified) => verified,
             Err(error) => return self.reject(error.label()),

@@ -73,6 +73,11 @@ impl KeyStore {
         self.current.load()
     }
 
+    /// Whether keys were ever loaded.
+    pub fn is_loaded(&self) -> bool {
+        self.loaded_at.load(Ordering::Acquire) != 0
+    }
+
     /// Seconds since the keys were last loaded successfully (`None` before the first load).
     pub fn age(&self) -> Option<i64> {
         match self.loaded_at.load(Ordering::Acquire) {

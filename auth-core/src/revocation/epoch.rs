@@ -146,7 +146,10 @@ impl ReadinessCheck for EpochCheck {
     fn check(&self) -> BoxFuture<'_, Result<(), String>> {
         Box::pin(async move {
             let mut conn = self.redis.get().await.map_err(|error| error.to_string())?;
-            match read(&mut *conn, &self.keys).await.map_err(|error| error.to_string())? {
+            match read(&mut *conn, &self.keys)
+                .await
+                .map_err(|error| error.to_string())?
+            {
                 Epoch::Complete(_) => Ok(()),
                 Epoch::Restoring(_) => Err("the auth server is restoring the revocations".to_owned()),
                 Epoch::Missing => Err("Redis holds no revocation state (lost, not restored yet)".to_owned()),

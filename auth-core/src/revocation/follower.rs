@@ -180,9 +180,7 @@ impl StreamFollower {
         loop {
             position.healthy = true;
             match seen.complete() {
-                Some(current) if position.epoch.as_deref() == Some(current) => {
-                    self.status.heard_from_redis()
-                }
+                Some(current) if position.epoch.as_deref() == Some(current) => self.status.heard_from_redis(),
                 Some(current) => {
                     let last = self.load(&mut conn, &stream).await?;
                     position.last_id = Some(last);
@@ -209,8 +207,18 @@ impl StreamFollower {
                 last_prune = unix_now();
                 self.index.prune(last_prune);
             }
-            // Waiting for a restore, poll briefly so a new sidecar is ready soon after it commits.
-            let block = if position.epoch.is_some() { BLOCK } else { UNKNOWN_POLL };
+            let Some(from) = position.last_id.as_deref() else {
+                // Nothing loaded yet: the stream is read in full once the state is complete.
+                tokio::time::sleep(UNKNOWN_POLL).await;
+                seen = epoch::read(&mut conn, &self.keys).await?;
+                continue;
+            };
+            // Waiting for a restore, poll briefly so the index vouches again soon after it commits.
+            let block = if position.epoch.is_some() {
+                BLOCK
+            } else {
+                UNKNOWN_POLL
+            };
             let (epoch_value, reply): (Option<String>, Value) = redis::pipe()
                 .cmd("GET")
                 .arg(self.keys.epoch())
@@ -221,7 +229,7 @@ impl StreamFollower {
                 .arg(block.as_millis() as u64)
                 .arg("STREAMS")
                 .arg(&stream)
-                .arg(position.last_id.as_deref().unwrap_or("$"))
+                .arg(from)
                 .query_async(&mut conn)
                 .await?;
             // Entries only ever add revocations, so they are applied whatever the epoch says.

@@ -52,7 +52,10 @@ impl RevocationGuard {
                     // Logged once per outage: the guard looks several times a second.
                     Err(error) if watch.reachable => {
                         watch.reachable = false;
-                        tracing::warn!(error = format!("{error:#}"), "cannot check the revocations in Redis");
+                        tracing::warn!(
+                            error = format!("{error:#}"),
+                            "cannot check the revocations in Redis"
+                        );
                     }
                     Err(_) => {}
                 }
@@ -78,7 +81,9 @@ impl RevocationGuard {
         let started = Instant::now();
         // Another process may hold less than the epoch it carries (a replica that had not caught
         // up, a restart from an older snapshot): that epoch is replaced, so readers reload.
-        let replace = replaced.then(|| view.epoch.complete().map(str::to_owned)).flatten();
+        let replace = replaced
+            .then(|| view.epoch.complete().map(str::to_owned))
+            .flatten();
         let restored = self.revoker.restore(replace).await?;
         watch.run_id = view.run_id;
         watch.next_resync = Some(Instant::now() + self.resync_interval);

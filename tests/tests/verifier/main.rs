@@ -1,6 +1,7 @@
 //! The token verifier against the real auth server, real Redis and real nginx.
 
 mod keys;
+mod lost_state;
 mod nginx;
 mod proxy;
 mod rejections;

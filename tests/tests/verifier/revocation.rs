@@ -5,8 +5,8 @@ use std::time::Duration;
 use auth_core::revocation::{RedisKeys, Revocation, publish, unix_now};
 use jsonwebtoken::Algorithm;
 use platform_tests::RedisServer;
-use platform_tests::redis::mark_restored;
 use platform_tests::keys::{TestKeys, claims};
+use platform_tests::redis::mark_restored;
 use platform_tests::server::start;
 use platform_tests::verifier::{start_verifier, verifier_settings};
 use reqwest::Method;
@@ -268,8 +268,8 @@ async fn a_late_sidecar_loads_a_long_stream_over_an_authenticated_connection() {
             std::slice::from_ref(&revocation),
             Duration::from_secs(900),
         )
-            .await
-            .unwrap();
+        .await
+        .unwrap();
     };
     let (first, in_session, of_user, last, kept) = (
         token_with(Uuid::new_v4(), Uuid::new_v4(), Uuid::new_v4()),
