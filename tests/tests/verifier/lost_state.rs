@@ -351,3 +351,52 @@ async fn redis_restarted_empty_under_load_revives_no_revoked_token() {
     assert!(!answers.contains_key(&200), "{answers:?}");
     assert!(answers[&401] > 0);
 }
+
+#[tokio::test]
+async fn redis_restarted_from_an_older_snapshot_is_restored_under_a_new_epoch() {
+    let keys = TestKeys::new(Algorithm::RS256);
+    let mut redis = RedisServer::start();
+    let server = server_on(
+        migrated_database().await,
+        &redis.url(0),
+        &keys,
+        Duration::from_millis(100),
+    )
+    .await;
+    let mut conn = server.redis().await;
+    let names = RedisKeys::default();
+    let before = epoch::read(&mut conn, &names).await.unwrap();
+    assert!(before.complete().is_some());
+    // A snapshot with the epoch, then a revocation the snapshot lacks.
+    let _: () = redis::cmd("SET")
+        .arg("from-the-snapshot")
+        .arg(1)
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    let _: () = redis::cmd("SAVE").query_async(&mut conn).await.unwrap();
+    let revoked = logged_out(&server).await;
+    redis.restart();
+
+    let mut conn = server.redis().await;
+    let loaded: bool = redis::cmd("EXISTS")
+        .arg("from-the-snapshot")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    assert!(loaded, "the restarted Redis loaded the older snapshot");
+    let started = Instant::now();
+    while epoch::read(&mut conn, &names).await.unwrap() == before {
+        assert!(started.elapsed() < BOUND, "the old epoch was never replaced");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    println!("restart -> old epoch replaced: {:?}", started.elapsed());
+    let sidecar = start_verifier(settings_for(&server, |_| {}), true).await;
+    sidecar.wait_for_status(&revoked.access, 401, BOUND).await;
+    assert!(
+        server
+            .metrics()
+            .await
+            .contains("auth_server_revocation_restores_total{trigger=\"redis_replaced\"} 1")
+    );
+}
