@@ -66,7 +66,7 @@ impl<E: Endpoint> Endpoint for MetricsEndpoint<E> {
     type Output = Response;
 
     async fn call(&self, req: Request) -> Result<Self::Output> {
-        let method = req.method().as_str().to_owned();
+        let method = method_label(req.method());
         let started = Instant::now();
         let response = match self.inner.call(req).await {
             Ok(output) => output.into_response(),
@@ -77,13 +77,31 @@ impl<E: Endpoint> Endpoint for MetricsEndpoint<E> {
             .map_or("unmatched", |pattern| &*pattern.0);
         self.metrics
             .requests
-            .with_label_values(&[route, &method, response.status().as_str()])
+            .with_label_values(&[route, method, response.status().as_str()])
             .inc();
         self.metrics
             .duration
-            .with_label_values(&[route, &method])
+            .with_label_values(&[route, method])
             .observe(started.elapsed().as_secs_f64());
         Ok(response)
+    }
+}
+
+/// The method as a metric label: the standard ones by name, anything else as `other`, so a client
+/// inventing methods cannot create series.
+fn method_label(method: &poem::http::Method) -> &'static str {
+    use poem::http::Method;
+    match *method {
+        Method::GET => "GET",
+        Method::HEAD => "HEAD",
+        Method::POST => "POST",
+        Method::PUT => "PUT",
+        Method::DELETE => "DELETE",
+        Method::PATCH => "PATCH",
+        Method::OPTIONS => "OPTIONS",
+        Method::CONNECT => "CONNECT",
+        Method::TRACE => "TRACE",
+        _ => "other",
     }
 }
 

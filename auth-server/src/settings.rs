@@ -76,6 +76,11 @@ pub struct Settings {
     pub revocation_watch_interval: Duration,
     /// Rate limits (`attempts/window`, or `off`).
     pub rate_limits: RateLimits,
+    /// How failed logins lock an account (for logins from unknown sources).
+    pub lockout: LockoutSettings,
+    /// How long a device or address an account logged in from stays known to it.
+    #[serde(with = "humantime_serde")]
+    pub known_source_window: Duration,
     /// The PostgreSQL URL.
     pub database_url: SecretString,
     /// Most connections the database pool opens.
@@ -122,6 +127,33 @@ pub struct RateLimits {
     pub register_per_ip: RateLimit,
     /// Refreshes per client address.
     pub refresh_per_ip: RateLimit,
+    /// Password confirmations (change-password, account deletion) per account, so a stolen access
+    /// token is no guessing oracle.
+    pub password_check_per_user: RateLimit,
+}
+
+/// The account lockout.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default)]
+pub struct LockoutSettings {
+    /// Consecutive failed logins that lock the account (0: never).
+    pub threshold: u32,
+    /// The first lock; each failure after it doubles the next.
+    #[serde(with = "humantime_serde")]
+    pub duration: Duration,
+    /// The longest lock.
+    #[serde(with = "humantime_serde")]
+    pub max_duration: Duration,
+}
+
+impl Default for LockoutSettings {
+    fn default() -> Self {
+        Self {
+            threshold: 5,
+            duration: Duration::from_secs(60),
+            max_duration: Duration::from_secs(3600),
+        }
+    }
 }
 
 impl Default for RateLimits {
@@ -131,6 +163,7 @@ impl Default for RateLimits {
             login_per_account: RateLimit::per(10, Duration::from_secs(60)),
             register_per_ip: RateLimit::per(10, Duration::from_secs(3600)),
             refresh_per_ip: RateLimit::per(120, Duration::from_secs(60)),
+            password_check_per_user: RateLimit::per(5, Duration::from_secs(900)),
         }
     }
 }
@@ -161,6 +194,8 @@ impl Default for Settings {
             revocation_resync_interval: Duration::from_secs(60),
             revocation_watch_interval: Duration::from_millis(250),
             rate_limits: RateLimits::default(),
+            lockout: LockoutSettings::default(),
+            known_source_window: Duration::from_secs(90 * 86_400),
             database_url: SecretString::from("postgres://localhost:5432/auth"),
             database_max_connections: 20,
             redis_url: SecretString::from("redis://127.0.0.1:6379"),
@@ -236,6 +271,16 @@ impl Validate for Settings {
         positive("AUTH_ACCESS_TOKEN_TTL", self.access_token_ttl)?;
         positive("AUTH_REFRESH_TOKEN_TTL", self.refresh_token_ttl)?;
         positive("AUTH_SESSION_CACHE_TTL", self.session_cache_ttl)?;
+        positive("AUTH_KNOWN_SOURCE_WINDOW", self.known_source_window)?;
+        if self.lockout.threshold > 0 {
+            positive("AUTH_LOCKOUT__DURATION", self.lockout.duration)?;
+            if self.lockout.max_duration < self.lockout.duration {
+                return Err(SettingsError::new(
+                    "AUTH_LOCKOUT__MAX_DURATION",
+                    "must be at least AUTH_LOCKOUT__DURATION",
+                ));
+            }
+        }
         positive("AUTH_REVOCATION_RESYNC_INTERVAL", self.revocation_resync_interval)?;
         positive("AUTH_REVOCATION_WATCH_INTERVAL", self.revocation_watch_interval)?;
         if self.session_max_lifetime < self.refresh_token_ttl {

@@ -26,6 +26,7 @@ use crate::service::revocation_guard::RevocationGuard;
 use crate::service::revoker::Revoker;
 use crate::settings::Settings;
 use crate::state::{AppState, Lifetimes, SharedState};
+use crate::store::users::Lockout;
 
 /// A server whose listeners are bound and whose state is built, ready to run.
 pub struct Application {
@@ -107,6 +108,7 @@ impl Application {
                 issuer: settings.issuer.clone(),
                 audience: settings.audience.clone(),
                 leeway: settings.token_leeway,
+                max_lifetime: settings.access_token_ttl,
             }),
             revoker: Revoker::new(
                 db.clone(),
@@ -118,6 +120,12 @@ impl Application {
             ),
             limiter: RateLimiter::new(redis.clone(), redis_keys.clone()),
             rate_limits: settings.rate_limits.clone(),
+            lockout: Lockout {
+                threshold: settings.lockout.threshold,
+                duration: settings.lockout.duration,
+                max_duration: settings.lockout.max_duration,
+            },
+            known_source_window: settings.known_source_window,
             lifetimes: Lifetimes {
                 access: settings.access_token_ttl,
                 refresh: settings.refresh_token_ttl,

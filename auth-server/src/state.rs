@@ -16,6 +16,7 @@ use crate::passwords::PasswordHasher;
 use crate::rate_limit::RateLimiter;
 use crate::service::revoker::Revoker;
 use crate::settings::{RateLimits, RefreshDelivery};
+use crate::store::users::Lockout;
 
 /// Session and token lifetimes the flows need.
 #[derive(Debug, Clone)]
@@ -54,6 +55,10 @@ pub struct AppState {
     pub limiter: RateLimiter,
     /// The limits to apply.
     pub rate_limits: RateLimits,
+    /// How failed logins lock an account.
+    pub lockout: Lockout,
+    /// How long a device or address stays known to an account.
+    pub known_source_window: Duration,
     /// Lifetimes.
     pub lifetimes: Lifetimes,
     /// Where refresh tokens go.

@@ -22,6 +22,8 @@ const PROPAGATION_SAMPLES: usize = 200;
 const ROUNDS: u32 = 3;
 const STARTS: usize = 5;
 const WARMUP: Duration = Duration::from_secs(1);
+/// The original request as nginx describes it (the verifier's default), sent to the ceilings too.
+const ORIGINAL_REQUEST: [(&str, &str); 2] = [("x-original-method", "GET"), ("x-original-uri", "/")];
 
 /// A child process serving one of the ceilings, killed when dropped.
 struct Ceiling {
@@ -108,7 +110,11 @@ async fn hammer(
                         "GET",
                         addr,
                         "/verify",
-                        &[("authorization", &bearer)],
+                        &[
+                            ("authorization", &bearer),
+                            ORIGINAL_REQUEST[0],
+                            ORIGINAL_REQUEST[1],
+                        ],
                         Bytes::new(),
                     ))
                     .await?;
@@ -391,7 +397,11 @@ pub async fn run(measure: Duration) -> anyhow::Result<()> {
                 "GET",
                 index_target.addr,
                 "/verify",
-                &[("authorization", &bearer)],
+                &[
+                    ("authorization", &bearer),
+                    ORIGINAL_REQUEST[0],
+                    ORIGINAL_REQUEST[1],
+                ],
                 Bytes::new(),
             )
         };

@@ -5,6 +5,8 @@
 pub mod binaries;
 pub mod command;
 pub mod keys;
+pub mod nginx;
+pub mod paths;
 pub mod postgres;
 pub mod process;
 pub mod redis;

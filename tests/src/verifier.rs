@@ -63,10 +63,18 @@ impl TestVerifier {
         crate::process::wait_for_status(&url, 200, Duration::from_millis(25)).await;
     }
 
-    /// `GET /verify` with `Authorization: Bearer {token}`.
-    pub async fn verify(&self, token: &str) -> reqwest::Response {
+    /// `GET /verify` about the original request `GET {uri}`, described as nginx does (the default
+    /// `VERIFIER_ORIGINAL_REQUEST`).
+    pub fn verify_request(&self, uri: &str) -> reqwest::RequestBuilder {
         self.client
             .get(format!("{}/verify", self.url))
+            .header("x-original-method", "GET")
+            .header("x-original-uri", uri)
+    }
+
+    /// `GET /verify` about `GET /` with `Authorization: Bearer {token}`.
+    pub async fn verify(&self, token: &str) -> reqwest::Response {
+        self.verify_request("/")
             .bearer_auth(token)
             .send()
             .await

@@ -10,7 +10,7 @@ use platform_tests::{TestDatabase, empty_database};
 use serde_json::Value;
 use sqlx::{Connection, PgConnection};
 
-const MIGRATIONS: usize = 5;
+const MIGRATIONS: usize = 6;
 
 async fn migrator(db: &TestDatabase, args: &[&str]) -> Finished {
     migrator_with(db, args, &[]).await
@@ -89,6 +89,7 @@ async fn up_down_up_gives_an_identical_schema_at_every_step() {
         "email_verification_tokens",
         "revoked_tokens",
         "audit_logs",
+        "known_devices",
     ] {
         assert!(
             full.contains(&format!("CREATE TABLE public.{table} (")),
@@ -196,11 +197,11 @@ async fn status_reports_pending_applied_and_modified_migrations() {
     assert_eq!(states(&before), vec!["pending"; MIGRATIONS]);
 
     assert_success(&migrator(&db, &["up"]).await);
-    assert_success(&migrator(&db, &["down", "--steps", "2"]).await);
+    assert_success(&migrator(&db, &["down", "--steps", "3"]).await);
     let partial = migrator(&db, &["status", "--json"]).await;
     assert_eq!(
         states(&partial),
-        ["applied", "applied", "applied", "pending", "pending"]
+        ["applied", "applied", "applied", "pending", "pending", "pending"]
     );
     let rows = json(&partial);
     assert_eq!(rows[0]["version"], 1);
@@ -415,7 +416,7 @@ async fn wait_blocks_until_the_schema_is_current() {
     assert_eq!(short.code, 69);
     assert_eq!(
         short.error_lines(),
-        ["error: database unavailable: not ready after 1s: schema not current (5 pending)"]
+        ["error: database unavailable: not ready after 1s: schema not current (6 pending)"]
     );
 
     let waiter = {
@@ -431,7 +432,7 @@ async fn wait_blocks_until_the_schema_is_current() {
     let waited = waiter.await.unwrap();
     assert_success(&waited);
     assert!(
-        waited.stdout.contains("schema version  0005 (current)"),
+        waited.stdout.contains("schema version  0006 (current)"),
         "{waited:#?}"
     );
 }

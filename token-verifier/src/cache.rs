@@ -16,14 +16,17 @@ use crate::responses::IDENTITY_HEADERS;
 pub struct Admission {
     /// The token.
     pub token: VerifiedToken,
+    /// The version of the key set that verified it.
+    pub key_version: u64,
     // Text rather than shared `HeaderValue`s: copying a few bytes per response is cheaper than
     // every core bumping the same reference counts when one token is reused.
     headers: [Box<str>; IDENTITY_HEADERS.len()],
 }
 
 impl Admission {
-    /// The admission of `token`; identity values that are not valid header text are sent empty.
-    pub fn new(token: VerifiedToken) -> Self {
+    /// The admission of `token`, verified with key set `key_version`; identity values that are not
+    /// valid header text are sent empty.
+    pub fn new(token: VerifiedToken, key_version: u64) -> Self {
         let claims = &token.claims;
         let headers = [
             claims.sub.to_string(),
@@ -38,7 +41,11 @@ impl Admission {
                 Box::default()
             }
         });
-        Self { token, headers }
+        Self {
+            token,
+            key_version,
+            headers,
+        }
     }
 
     /// The identity headers' values, in the order of [`IDENTITY_HEADERS`].
@@ -137,22 +144,25 @@ mod tests {
     use super::*;
 
     fn token(exp: i64) -> Arc<Admission> {
-        Arc::new(Admission::new(VerifiedToken {
-            claims: AccessClaims {
-                iss: "i".into(),
-                aud: "a".into(),
-                sub: Uuid::new_v4(),
-                sid: Uuid::new_v4(),
-                jti: Uuid::new_v4(),
-                iat: exp - 900,
-                nbf: exp - 900,
-                exp,
-                email: "e@example.com".into(),
-                email_verified: true,
-                roles: vec![],
+        Arc::new(Admission::new(
+            VerifiedToken {
+                claims: AccessClaims {
+                    iss: "i".into(),
+                    aud: "a".into(),
+                    sub: Uuid::new_v4(),
+                    sid: Uuid::new_v4(),
+                    jti: Uuid::new_v4(),
+                    iat: exp - 900,
+                    nbf: exp - 900,
+                    exp,
+                    email: "e@example.com".into(),
+                    email_verified: true,
+                    roles: vec![],
+                },
+                kid: "k".into(),
             },
-            kid: "k".into(),
-        }))
+            1,
+        ))
     }
 
     #[test]

@@ -1,6 +1,6 @@
-//! Forward-auth: nginx `auth_request`, Traefik `forwardAuth` and Envoy `ext_authz` (HTTP) ask
-//! `/verify` about the original request, described by `X-Forwarded-Method`/`X-Forwarded-Uri` (or
-//! `X-Original-*`); Envoy instead appends the original path to `/verify`.
+//! Forward-auth: nginx `auth_request`, Traefik `forwardAuth`, Caddy `forward_auth` and Envoy
+//! `ext_authz` (HTTP) ask `/verify` about the original request, described the one way the
+//! configured proxy describes it (see [`OriginalRequest`]).
 
 use std::sync::Arc;
 
@@ -9,28 +9,40 @@ use poem::web::Data;
 use poem::{Endpoint, EndpointExt, Request, Response, Route, handler};
 
 use crate::gate::{Decision, Gate};
-use crate::responses::{add_identity, refusal};
+use crate::original::{OriginalRequest, describe};
+use crate::responses::{add_identity, carries_identity, refusal};
 
-fn header<'a>(req: &'a Request, names: [&str; 2]) -> Option<&'a str> {
-    names
-        .into_iter()
-        .find_map(|name| req.headers().get(name).and_then(|value| value.to_str().ok()))
+/// What `/verify` needs besides the gate.
+struct ForwardAuth {
+    gate: Arc<Gate>,
+    source: OriginalRequest,
 }
 
 #[handler]
-async fn verify(req: &Request, Data(gate): Data<&Arc<Gate>>) -> Response {
-    let method = header(req, ["x-forwarded-method", "x-original-method"]).unwrap_or(req.method().as_str());
-    let suffix = req
-        .uri()
-        .path()
-        .strip_prefix("/verify")
-        .filter(|rest| rest.starts_with('/'));
-    let uri = suffix
-        .or_else(|| header(req, ["x-forwarded-uri", "x-original-uri"]))
-        .unwrap_or("/");
-    // Rules look at the path; the query string is not part of it.
-    let path = uri.split(['?', '#']).next().unwrap_or("/");
-    match gate.decide(method, path, req.headers()).await {
+async fn verify(req: &Request, Data(auth): Data<&Arc<ForwardAuth>>) -> Response {
+    let gate = &auth.gate;
+    let suffix = req.uri().path().strip_prefix("/verify").unwrap_or("");
+    // The proxy cannot strip what a client sent alongside (an underscore spelling passes nginx's
+    // own header), so a request carrying an identity header of its own never reaches the app.
+    let described = match describe(
+        auth.source,
+        req.method().as_str(),
+        suffix,
+        req.uri().query(),
+        req.headers(),
+    ) {
+        Ok(described) if !carries_identity(req.headers()) => described,
+        _ => return refusal(&gate.bad_request()),
+    };
+    let verdict = gate
+        .decide(
+            &described.method,
+            &described.path,
+            described.query.as_deref(),
+            req.headers(),
+        )
+        .await;
+    match verdict.decision {
         Decision::Allow(token) => {
             let mut response = Response::builder().status(StatusCode::OK).finish();
             add_identity(response.headers_mut(), &token);
@@ -40,10 +52,10 @@ async fn verify(req: &Request, Data(gate): Data<&Arc<Gate>>) -> Response {
     }
 }
 
-/// `/verify` (and `/verify/*` for Envoy), any method.
-pub fn routes(gate: Arc<Gate>) -> impl Endpoint<Output = Response> {
+/// `/verify` (and `/verify/*` for Envoy), any method, reading the original request from `source`.
+pub fn routes(gate: Arc<Gate>, source: OriginalRequest) -> impl Endpoint<Output = Response> {
     Route::new()
         .at("/verify", verify)
         .at("/verify/*rest", verify)
-        .data(gate)
+        .data(Arc::new(ForwardAuth { gate, source }))
 }

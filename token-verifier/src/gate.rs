@@ -15,7 +15,9 @@ use poem::http::header::COOKIE;
 use crate::cache::{Admission, TokenCache, digest};
 use crate::keys::KeyStore;
 use crate::metrics::VerifierMetrics;
-use crate::rules::{Rules, is_safe_path};
+use crate::original::methods;
+use crate::path::{CanonicalPath, canonicalize};
+use crate::rules::Rules;
 
 /// What to do with a request.
 #[derive(Debug)]
@@ -35,6 +37,17 @@ pub enum Decision {
     Unavailable,
     /// A path that could be read differently upstream (`/public/../admin`).
     BadPath,
+    /// A forward-auth request whose original request cannot be trusted (not described exactly
+    /// once, described two ways, or carrying an identity header of its own).
+    BadRequest,
+}
+
+/// A decision and the canonical path it was made on (none when the path has no canonical form).
+pub struct Verdict {
+    /// What to do.
+    pub decision: Decision,
+    /// The path the decision is about, as the reverse proxy forwards it.
+    pub path: Option<CanonicalPath>,
 }
 
 /// How revocations are checked.
@@ -69,6 +82,8 @@ pub struct Gate {
     pub revocations: Revocations,
     /// Public paths and role rules.
     pub rules: Rules,
+    /// Assume the app may take a `POST`'s method from `_method` in its body.
+    pub body_method_overrides: bool,
     /// The cookie a token may come in.
     pub token_cookie: Option<String>,
     /// Accept when the revocation state is unknown.
@@ -88,19 +103,40 @@ fn cookie_token<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
 }
 
 impl Gate {
-    /// Decides on a request for `method` `path` with `headers`.
-    pub async fn decide(&self, method: &str, path: &str, headers: &HeaderMap) -> Decision {
-        let decision = self.evaluate(method, path, headers).await;
-        let counter = match &decision {
+    /// Decides on a request for `method` on `path` (raw) with `query` and `headers`.
+    pub async fn decide(
+        &self,
+        method: &str,
+        path: &str,
+        query: Option<&str>,
+        headers: &HeaderMap,
+    ) -> Verdict {
+        let path = canonicalize(path).ok();
+        let decision = match &path {
+            Some(path) => self.evaluate(method, path, query, headers).await,
+            None => Decision::BadPath,
+        };
+        self.count(&decision);
+        Verdict { decision, path }
+    }
+
+    /// Refuses a request that cannot be described (counted like every decision).
+    pub fn bad_request(&self) -> Decision {
+        self.count(&Decision::BadRequest);
+        Decision::BadRequest
+    }
+
+    fn count(&self, decision: &Decision) {
+        let counter = match decision {
             Decision::Allow(_) => &self.metrics.allowed,
             Decision::Public => &self.metrics.public,
             Decision::Unauthorized { .. } => &self.metrics.unauthorized,
             Decision::Forbidden => &self.metrics.forbidden,
             Decision::Unavailable => &self.metrics.unavailable,
             Decision::BadPath => &self.metrics.bad_path,
+            Decision::BadRequest => &self.metrics.bad_request,
         };
         counter.inc();
-        decision
     }
 
     fn reject(&self, reason: &str) -> Decision {
@@ -108,10 +144,13 @@ impl Gate {
         Decision::Unauthorized { invalid: true }
     }
 
-    async fn evaluate(&self, method: &str, path: &str, headers: &HeaderMap) -> Decision {
-        if !is_safe_path(path) {
-            return Decision::BadPath;
-        }
+    async fn evaluate(
+        &self,
+        method: &str,
+        path: &CanonicalPath,
+        query: Option<&str>,
+        headers: &HeaderMap,
+    ) -> Decision {
         if self.rules.is_public(path) {
             return Decision::Public;
         }
@@ -144,37 +183,37 @@ impl Gate {
             }
             Err(()) => return Decision::Unavailable,
         }
-        if let Some(roles) = self.rules.required_roles(method, path)
-            && !verified
-                .token
-                .claims
-                .roles
-                .iter()
-                .any(|role| roles.contains(role))
-        {
-            self.metrics.rejections.with_label_values(&["missing_role"]).inc();
-            return Decision::Forbidden;
+        let methods = methods(method, query, headers, self.body_method_overrides);
+        let roles = &verified.token.claims.roles;
+        for required in self.rules.required_roles(&methods, path) {
+            if !roles.iter().any(|role| required.contains(role)) {
+                self.metrics.rejections.with_label_values(&["missing_role"]).inc();
+                return Decision::Forbidden;
+            }
         }
         Decision::Allow(verified)
     }
 
-    /// The verified token, from the cache or a full verification (with one key refetch when the
-    /// `kid` is unknown).
+    /// The verified token, from the cache or a full verification (validating again after a key
+    /// refetch when the `kid` is unknown). A cached admission counts only while the key set it
+    /// was verified with is current: a removed key takes its tokens with it.
     async fn verify(&self, token: &str) -> Result<Arc<Admission>, TokenError> {
         let now = unix_now();
         let key = self.cache.is_enabled().then(|| digest(token));
-        if let Some(cached) = key.and_then(|key| self.cache.get(&key, now)) {
+        let mut keys = self.keys.keys();
+        if let Some(cached) = key.and_then(|key| self.cache.get(&key, now))
+            && cached.key_version == keys.version
+        {
             self.metrics.cache_hits.inc();
             return Ok(cached);
         }
         self.metrics.cache_misses.inc();
-        let verified = match self.validator.validate(token, &self.keys.keys()) {
-            Err(TokenError::UnknownKey) if self.keys.refetch_for_unknown_kid().await => {
-                self.validator.validate(token, &self.keys.keys())
-            }
-            outcome => outcome,
-        }?;
-        let verified = Arc::new(Admission::new(verified));
+        let mut outcome = self.validator.validate(token, &keys.set);
+        if outcome == Err(TokenError::UnknownKey) && self.keys.refetch_for_unknown_kid().await {
+            keys = self.keys.keys();
+            outcome = self.validator.validate(token, &keys.set);
+        }
+        let verified = Arc::new(Admission::new(outcome?, keys.version));
         if let Some(key) = key {
             self.cache.insert(key, verified.clone(), now);
         }

@@ -41,10 +41,19 @@ pub enum KeySource {
     File(PathBuf),
 }
 
+/// The trusted keys, numbered so that what was verified with one set can tell it is stale.
+#[derive(Default)]
+pub struct TrustedKeys {
+    /// Bumped whenever the set changes.
+    pub version: u64,
+    /// The keys.
+    pub set: KeySet,
+}
+
 /// The current keys and how to renew them.
 pub struct KeyStore {
     // Read on every request: loads take no lock and touch no shared reference count.
-    current: ArcSwap<KeySet>,
+    current: ArcSwap<TrustedKeys>,
     // The document the keys were built from, to notice when a file changes.
     document: RwLock<Bytes>,
     source: KeySource,
@@ -58,7 +67,7 @@ impl KeyStore {
     /// A store with no keys yet.
     pub fn new(source: KeySource, cooldown: Duration, failures: IntCounter) -> Self {
         Self {
-            current: ArcSwap::from_pointee(KeySet::default()),
+            current: ArcSwap::from_pointee(TrustedKeys::default()),
             document: RwLock::new(Bytes::new()),
             source,
             loaded_at: AtomicI64::new(0),
@@ -69,7 +78,7 @@ impl KeyStore {
     }
 
     /// The keys in use.
-    pub fn keys(&self) -> arc_swap::Guard<Arc<KeySet>> {
+    pub fn keys(&self) -> arc_swap::Guard<Arc<TrustedKeys>> {
         self.current.load()
     }
 
@@ -120,8 +129,9 @@ impl KeyStore {
                 .unwrap_or_else(std::sync::PoisonError::into_inner)
                 == document;
             if !unchanged {
-                let keys = KeySet::from_json(&document)?;
-                self.current.store(Arc::new(keys));
+                let set = KeySet::from_json(&document)?;
+                let version = self.current.load().version + 1;
+                self.current.store(Arc::new(TrustedKeys { version, set }));
                 *self
                     .document
                     .write()
@@ -137,25 +147,28 @@ impl KeyStore {
         outcome
     }
 
-    /// Refetches because a token named a `kid` we do not know, unless a refetch happened within
-    /// the cooldown. Concurrent callers share one fetch. Returns whether the keys changed.
+    /// Refetches because a token named a `kid` we do not know, and returns whether the caller
+    /// should validate again. One fetch at a time, at most one per cooldown: a caller arriving
+    /// while another fetch is under way or too recent waits for the next fetch that starts after
+    /// it arrived (a new key published meanwhile is never refused, and junk `kid`s cannot keep it
+    /// out), and every caller that waited validates again with what that fetch brought.
     pub async fn refetch_for_unknown_kid(&self) -> bool {
-        let waited_since = Instant::now();
+        let arrived = Instant::now();
         let mut last = self.last_refetch.lock().await;
-        if last.is_some_and(|at| at >= waited_since || at.elapsed() < self.cooldown) {
-            return false;
+        if last.is_some_and(|at| at >= arrived) {
+            return true;
+        }
+        if let Some(wait) = last.and_then(|at| self.cooldown.checked_sub(at.elapsed())) {
+            tokio::time::sleep(wait).await;
         }
         *last = Some(Instant::now());
-        match self.reload().await {
-            Ok(changed) => changed,
-            Err(error) => {
-                tracing::warn!(
-                    error = format!("{error:#}"),
-                    "refetching the keys failed; keeping the last good keys"
-                );
-                false
-            }
+        if let Err(error) = self.reload().await {
+            tracing::warn!(
+                error = format!("{error:#}"),
+                "refetching the keys failed; keeping the last good keys"
+            );
         }
+        true
     }
 
     /// Loads the keys (retrying until they load, then releasing `loaded`) and refreshes them every
@@ -174,7 +187,7 @@ impl KeyStore {
                 }
                 retry = (retry * 2).min(Duration::from_secs(2));
             }
-            tracing::info!(keys = self.keys().len(), "keys loaded");
+            tracing::info!(keys = self.keys().set.len(), "keys loaded");
             loaded.release();
             let period = match self.source {
                 KeySource::File(_) => FILE_POLL.min(interval),
@@ -186,7 +199,7 @@ impl KeyStore {
                     () = shutdown.clone().wait() => return,
                 }
                 match self.reload().await {
-                    Ok(true) => tracing::info!(keys = self.keys().len(), "keys changed"),
+                    Ok(true) => tracing::info!(keys = self.keys().set.len(), "keys changed"),
                     Ok(false) => {}
                     Err(error) => tracing::warn!(
                         error = format!("{error:#}"),

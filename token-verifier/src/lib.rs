@@ -6,6 +6,8 @@ pub mod gate;
 pub mod http_client;
 pub mod keys;
 pub mod metrics;
+pub mod original;
+pub mod path;
 pub mod proxy;
 pub mod responses;
 pub mod rules;

@@ -19,6 +19,8 @@ pub struct VerifierMetrics {
     pub unavailable: IntCounter,
     /// Requests refused for an ambiguous path.
     pub bad_path: IntCounter,
+    /// Forward-auth requests refused for an untrustworthy description of the original request.
+    pub bad_request: IntCounter,
     /// Refusals by reason (`expired`, `revoked_sid`, …).
     pub rejections: IntCounterVec,
     /// Cache hits.
@@ -63,6 +65,7 @@ impl VerifierMetrics {
             forbidden: decisions.with_label_values(&["forbidden"]),
             unavailable: decisions.with_label_values(&["unavailable"]),
             bad_path: decisions.with_label_values(&["bad_path"]),
+            bad_request: decisions.with_label_values(&["bad_request"]),
             rejections,
             cache_hits: cache.with_label_values(&["hit"]),
             cache_misses: cache.with_label_values(&["miss"]),

@@ -14,6 +14,7 @@ use poem::{Body, Endpoint, Request, Response};
 use crate::cache::Admission;
 use crate::gate::{Decision, Gate};
 use crate::http_client::{HttpClient, StreamBody};
+use crate::path::CanonicalPath;
 use crate::responses::{add_identity, refusal, strip_identity};
 
 /// Headers that belong to one connection and must not be forwarded (RFC 9110 §7.6.1).
@@ -50,7 +51,9 @@ impl Proxy {
         })
     }
 
-    async fn forward(&self, req: Request, admission: Option<&Admission>) -> Response {
+    /// Forwards `req` with its path in canonical spelling, so the app routes exactly the path the
+    /// decision was made on.
+    async fn forward(&self, req: Request, path: &CanonicalPath, admission: Option<&Admission>) -> Response {
         let upgrade = is_upgrade(req.headers());
         let client_upgrade = upgrade.then(|| req.take_upgrade().ok()).flatten();
         let remote = req.remote_addr().as_socket_addr().copied();
@@ -62,7 +65,10 @@ impl Proxy {
             add_identity(&mut headers, admission);
         }
         add_forwarded(&mut headers, remote);
-        let path_and_query = parts.uri.path_and_query().map_or("/", |pq| pq.as_str());
+        let path_and_query = match parts.uri.query() {
+            Some(query) => format!("{}?{query}", path.spelling),
+            None => path.spelling.clone(),
+        };
         let target = Uri::builder()
             .scheme("http")
             .authority(self.upstream.clone())
@@ -170,14 +176,19 @@ impl Endpoint for Proxy {
     type Output = Response;
 
     async fn call(&self, req: Request) -> poem::Result<Self::Output> {
-        let decision = self
+        let verdict = self
             .gate
-            .decide(req.method().as_str(), req.uri().path(), req.headers())
+            .decide(
+                req.method().as_str(),
+                req.uri().path(),
+                req.uri().query(),
+                req.headers(),
+            )
             .await;
-        Ok(match decision {
-            Decision::Allow(admission) => self.forward(req, Some(&admission)).await,
-            Decision::Public => self.forward(req, None).await,
-            refused => refusal(&refused),
+        Ok(match (verdict.decision, verdict.path) {
+            (Decision::Allow(admission), Some(path)) => self.forward(req, &path, Some(&admission)).await,
+            (Decision::Public, Some(path)) => self.forward(req, &path, None).await,
+            (refused, _) => refusal(&refused),
         })
     }
 }

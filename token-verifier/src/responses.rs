@@ -22,11 +22,28 @@ pub fn add_identity(headers: &mut HeaderMap, admission: &Admission) {
     }
 }
 
-/// Removes every `X-Auth-*` header a client sent, so an app never trusts a forged identity.
+/// Whether a header name reads as an identity header somewhere: any case, and with `_` for `-`
+/// (CGI, PHP-FPM and WSGI servers turn both into the same `HTTP_X_AUTH_…` variable).
+fn is_identity_spelling(name: &HeaderName) -> bool {
+    let name = name.as_str().as_bytes();
+    name.len() >= 7
+        && name[..7]
+            .iter()
+            .zip(b"x-auth-")
+            .all(|(got, want)| got.to_ascii_lowercase() == *want || (*got == b'_' && *want == b'-'))
+}
+
+/// Whether a client sent any spelling of an identity header.
+pub fn carries_identity(headers: &HeaderMap) -> bool {
+    headers.keys().any(is_identity_spelling)
+}
+
+/// Removes every spelling of an `X-Auth-*` header a client sent, so an app never trusts a forged
+/// identity.
 pub fn strip_identity(headers: &mut HeaderMap) {
     let forged: Vec<HeaderName> = headers
         .keys()
-        .filter(|name| name.as_str().starts_with("x-auth-"))
+        .filter(|name| is_identity_spelling(name))
         .cloned()
         .collect();
     for name in forged {
@@ -77,6 +94,7 @@ pub fn refusal(decision: &Decision) -> Response {
             response
         }
         Decision::BadPath => problem(StatusCode::BAD_REQUEST, "bad-path"),
+        Decision::BadRequest => problem(StatusCode::BAD_REQUEST, "bad-request"),
         Decision::Allow(_) | Decision::Public => Response::builder().status(StatusCode::OK).finish(),
     }
 }

@@ -9,6 +9,9 @@ use auth_core::telemetry::LogFormat;
 use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
 
+use crate::original::OriginalRequest;
+use crate::rules::Rules;
+
 /// The environment prefix of the verifier's settings.
 pub const ENV_PREFIX: &str = "VERIFIER_";
 
@@ -53,6 +56,13 @@ pub struct Settings {
     pub public_paths: Vec<String>,
     /// Role requirements by path prefix; the longest matching prefix wins.
     pub rules: Vec<RouteRule>,
+    /// Match paths case-sensitively (default: no, as case-insensitive routers would read them).
+    pub case_sensitive_paths: bool,
+    /// Assume the app may take a `POST`'s method from `_method` in a form or JSON body, so such a
+    /// request must satisfy the rules of every method (default: yes).
+    pub body_method_overrides: bool,
+    /// Forward-auth: which proxy's description of the original request to trust.
+    pub original_request: OriginalRequest,
     /// A cookie to read the token from when there is no `Authorization` header.
     pub token_cookie: Option<String>,
     /// The expected `iss`.
@@ -62,6 +72,10 @@ pub struct Settings {
     /// Clock skew tolerated on `exp` and `nbf`.
     #[serde(with = "humantime_serde")]
     pub leeway: Duration,
+    /// The longest lifetime (`exp - iat`) a token may claim, beyond the leeway: the issuer's
+    /// access-token lifetime.
+    #[serde(with = "humantime_serde")]
+    pub max_token_lifetime: Duration,
     /// The auth server's JWKS (`http://auth-server/.well-known/jwks.json`).
     pub jwks_url: Option<String>,
     /// A mounted JWKS file instead of a URL (re-read when it changes).
@@ -113,14 +127,18 @@ impl Default for Settings {
             upstream: None,
             public_paths: Vec::new(),
             rules: Vec::new(),
+            case_sensitive_paths: false,
+            body_method_overrides: true,
+            original_request: OriginalRequest::XOriginal,
             token_cookie: None,
             issuer: "http://localhost:8080".to_owned(),
             audience: "auth-platform".to_owned(),
             leeway: Duration::from_secs(30),
+            max_token_lifetime: Duration::from_secs(15 * 60),
             jwks_url: None,
             jwks_path: None,
             jwks_refresh_interval: Duration::from_secs(300),
-            jwks_refetch_cooldown: Duration::from_secs(10),
+            jwks_refetch_cooldown: Duration::from_secs(1),
             jwks_timeout: Duration::from_secs(2),
             revocation_mode: RevocationMode::Index,
             redis_url: SecretString::from("redis://127.0.0.1:6379"),
@@ -173,18 +191,8 @@ impl Validate for Settings {
         if let Some(upstream) = &self.upstream {
             http_url("VERIFIER_UPSTREAM", upstream)?;
         }
-        for path in self
-            .public_paths
-            .iter()
-            .chain(self.rules.iter().map(|rule| &rule.path))
-        {
-            if !path.starts_with('/') {
-                return Err(SettingsError::new(
-                    "VERIFIER_RULES",
-                    format!("path {path} must start with /"),
-                ));
-            }
-        }
+        Rules::new(&self.public_paths, &self.rules, self.case_sensitive_paths)
+            .map_err(|problem| SettingsError::new("VERIFIER_RULES", problem))?;
         if self.rules.iter().any(|rule| rule.roles.is_empty()) {
             return Err(SettingsError::new(
                 "VERIFIER_RULES",
@@ -195,6 +203,12 @@ impl Validate for Settings {
             return Err(SettingsError::new(
                 "VERIFIER_ISSUER",
                 "issuer and audience must be set",
+            ));
+        }
+        if self.jwks_refetch_cooldown > Duration::from_secs(5) {
+            return Err(SettingsError::new(
+                "VERIFIER_JWKS_REFETCH_COOLDOWN",
+                "at most 5s: a request with an unknown kid may wait this long for the next fetch",
             ));
         }
         if self.jwks_refresh_interval.is_zero() {

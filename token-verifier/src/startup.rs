@@ -113,11 +113,18 @@ impl Verifier {
                 issuer: settings.issuer.clone(),
                 audience: settings.audience.clone(),
                 leeway: settings.leeway,
+                max_lifetime: settings.max_token_lifetime,
             }),
             keys: keys.clone(),
             cache: TokenCache::new(settings.cache_size, leeway),
             revocations,
-            rules: Rules::new(settings.public_paths.clone(), settings.rules.clone()),
+            rules: Rules::new(
+                &settings.public_paths,
+                &settings.rules,
+                settings.case_sensitive_paths,
+            )
+            .map_err(anyhow::Error::msg)?,
+            body_method_overrides: settings.body_method_overrides,
             token_cookie: settings.token_cookie.clone(),
             fail_open: settings.fail_open,
             metrics,
@@ -126,7 +133,10 @@ impl Verifier {
 
         let app = match &settings.upstream {
             Some(upstream) => with_access_log(Proxy::new(gate, client, upstream)?, settings.access_log),
-            None => with_access_log(crate::forward_auth::routes(gate), settings.access_log),
+            None => with_access_log(
+                crate::forward_auth::routes(gate, settings.original_request),
+                settings.access_log,
+            ),
         };
 
         let public = listener::bind("public", &settings.listen).await?;
@@ -241,7 +251,7 @@ fn register_gate_gauges(registry: &prometheus::Registry, gate: &Arc<Gate>) -> pr
     )?;
     let count = gate.keys.clone();
     register_computed_gauge(registry, "keys", "Trusted signing keys", move || {
-        count.keys().len() as f64
+        count.keys().set.len() as f64
     })?;
     let cache = gate.clone();
     register_computed_gauge(

@@ -15,6 +15,10 @@ use super::{RevocationIndex, RevocationRef};
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
 const READ_TIMEOUT: Duration = Duration::from_secs(2);
 const READ_SIZE: usize = 64 * 1024;
+// What one entry can hold: an id, a kind, a UUID or a `kid`, two instants. A larger announced
+// length is not a revocation entry and must not make the reader buffer it.
+const MAX_BULK: usize = 1024;
+const MAX_FIELDS: usize = 32;
 
 trait Duplex: AsyncRead + AsyncWrite + Unpin + Send {}
 impl<T: AsyncRead + AsyncWrite + Unpin + Send> Duplex for T {}
@@ -135,14 +139,13 @@ impl RangeReader {
         count: usize,
         index: &RevocationIndex,
     ) -> io::Result<RangeRead> {
-        let count = count.to_string();
         self.send(&[
             b"XRANGE",
             stream.as_bytes(),
             from.as_bytes(),
             to.as_bytes(),
             b"COUNT",
-            count.as_bytes(),
+            count.to_string().as_bytes(),
         ])
         .await?;
         let mut pending: Option<usize> = None;
@@ -156,7 +159,13 @@ impl RangeReader {
                 && let Some((kind, text, used)) = line(&self.buffer, 0)?
             {
                 match kind {
-                    b'*' => pending = Some(number(text)?),
+                    b'*' => {
+                        let entries = number(text)?;
+                        if entries > count {
+                            return Err(protocol_error("more entries than asked for"));
+                        }
+                        pending = Some(entries);
+                    }
                     b'-' => {
                         return Err(io::Error::other(format!(
                             "Redis refused XRANGE: {}",
@@ -255,6 +264,9 @@ fn bulk(buffer: &[u8], at: usize) -> io::Result<Option<(&[u8], usize)>> {
     let Some((length, start)) = header(buffer, at, b'$')? else {
         return Ok(None);
     };
+    if length > MAX_BULK {
+        return Err(protocol_error("a string longer than any entry field"));
+    }
     let end = start + length;
     if buffer.len() < end + 2 {
         return Ok(None);
@@ -286,6 +298,9 @@ fn entry(buffer: &[u8]) -> io::Result<Option<Entry<'_>>> {
     let Some((values, fields_start)) = header(buffer, at, b'*')? else {
         return Ok(None);
     };
+    if values > MAX_FIELDS {
+        return Err(protocol_error("an entry with more fields than any revocation"));
+    }
     // First make sure the whole entry is here, then read its fields in place.
     let mut end = fields_start;
     for _ in 0..values {
@@ -314,6 +329,12 @@ mod tests {
     use super::*;
 
     const ENTRY: &[u8] = b"*2\r\n$3\r\n1-0\r\n*6\r\n$4\r\nkind\r\n$3\r\nkid\r\n$2\r\nid\r\n$2\r\nk1\r\n$5\r\nuntil\r\n$2\r\n99\r\n";
+
+    #[test]
+    fn announced_lengths_beyond_an_entry_are_refused_before_buffering() {
+        assert!(entry(b"*2\r\n$1000000000000\r\n").is_err());
+        assert!(entry(b"*2\r\n$3\r\n1-0\r\n*100000\r\n").is_err());
+    }
 
     #[test]
     fn an_entry_is_read_in_place_and_only_when_complete() {

@@ -35,6 +35,7 @@ fn fixture() -> Fixture {
         issuer: "https://auth.example".into(),
         audience: "example-api".into(),
         leeway: Duration::from_secs(30),
+        max_lifetime: Duration::from_secs(900),
     });
     Fixture {
         encoding,
@@ -199,6 +200,27 @@ fn time_claims_are_enforced_with_leeway() {
     assert_eq!(
         check(&f, &sign(&f, &header(), &future)),
         Err(TokenError::NotYetValid)
+    );
+}
+
+#[test]
+fn a_token_may_claim_no_more_than_the_issuers_lifetime() {
+    let f = fixture();
+    let mut decade = claims();
+    decade["exp"] = json!(now() + 10 * 365 * 86_400);
+    assert_eq!(
+        check(&f, &sign(&f, &header(), &decade)),
+        Err(TokenError::LifetimeTooLong)
+    );
+    let mut within_leeway = claims();
+    within_leeway["exp"] = json!(now() + 900 + 30);
+    assert!(check(&f, &sign(&f, &header(), &within_leeway)).is_ok());
+    let mut issued_later = claims();
+    issued_later["iat"] = json!(now() + 120);
+    issued_later["exp"] = json!(now() + 300);
+    assert_eq!(
+        check(&f, &sign(&f, &header(), &issued_later)),
+        Err(TokenError::IssuedInFuture)
     );
 }
 

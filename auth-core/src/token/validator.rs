@@ -44,6 +44,12 @@ pub enum TokenError {
     /// Before `nbf` (minus leeway).
     #[error("token not yet valid")]
     NotYetValid,
+    /// `iat` in the future (beyond the leeway).
+    #[error("token issued in the future")]
+    IssuedInFuture,
+    /// `exp - iat` longer than the issuer's token lifetime (plus leeway).
+    #[error("token lifetime too long")]
+    LifetimeTooLong,
     /// Wrong `iss`.
     #[error("wrong issuer")]
     WrongIssuer,
@@ -68,6 +74,8 @@ impl TokenError {
             TokenError::BadSignature => "bad_signature",
             TokenError::Expired => "expired",
             TokenError::NotYetValid => "not_yet_valid",
+            TokenError::IssuedInFuture => "issued_in_future",
+            TokenError::LifetimeTooLong => "lifetime_too_long",
             TokenError::WrongIssuer => "wrong_issuer",
             TokenError::WrongAudience => "wrong_audience",
             TokenError::InvalidClaims => "invalid_claims",
@@ -82,8 +90,11 @@ pub struct ValidatorSettings {
     pub issuer: String,
     /// The expected `aud`.
     pub audience: String,
-    /// Clock skew tolerated on `exp` and `nbf`.
+    /// Clock skew tolerated on `exp`, `nbf` and `iat`.
     pub leeway: Duration,
+    /// The longest `exp - iat` accepted (plus the leeway): the issuer's access-token lifetime. A
+    /// token claiming more was not minted by that issuer's rules, whatever key signed it.
+    pub max_lifetime: Duration,
 }
 
 /// A token that passed every check.
@@ -156,14 +167,23 @@ impl TokenValidator {
         })
     }
 
-    /// The registered-claim checks: `exp` and `nbf` within the leeway, then `iss` and `aud`.
+    /// The registered-claim checks: `exp`, `nbf` and `iat` within the leeway, a lifetime no longer
+    /// than the issuer's, then `iss` and `aud`.
     fn check_claims(&self, claims: &AccessClaims, now: i64) -> Result<(), TokenError> {
-        let leeway = i64::try_from(self.settings.leeway.as_secs()).unwrap_or(i64::MAX);
+        let seconds = |duration: Duration| i64::try_from(duration.as_secs()).unwrap_or(i64::MAX);
+        let leeway = seconds(self.settings.leeway);
         if claims.exp.saturating_add(leeway) < now {
             return Err(TokenError::Expired);
         }
         if claims.nbf.saturating_sub(leeway) > now {
             return Err(TokenError::NotYetValid);
+        }
+        if claims.iat.saturating_sub(leeway) > now {
+            return Err(TokenError::IssuedInFuture);
+        }
+        if claims.exp.saturating_sub(claims.iat) > seconds(self.settings.max_lifetime).saturating_add(leeway)
+        {
+            return Err(TokenError::LifetimeTooLong);
         }
         if claims.iss != self.settings.issuer {
             return Err(TokenError::WrongIssuer);

@@ -16,7 +16,7 @@ use super::responses::{BODY, CONFLICT, Errors, TOO_MANY_REQUESTS, UNAUTHORIZED, 
 use super::security::BearerAuth;
 use crate::error::{ApiError, FieldError};
 use crate::service::grants::Grant;
-use crate::service::{accounts, changes, logout, refresh};
+use crate::service::{accounts, changes, login, logout, refresh};
 use crate::state::{AppState, SharedState};
 
 /// Account creation, login and token lifecycle.
@@ -119,8 +119,8 @@ impl AuthApi {
         let state = &*self.state;
         let request = body.0;
         let name = match (&request.email, &request.username) {
-            (Some(email), None) => accounts::LoginName::Email(email),
-            (None, Some(username)) => accounts::LoginName::Username(username),
+            (Some(email), None) => login::LoginName::Email(email),
+            (None, Some(username)) => login::LoginName::Username(username),
             _ => {
                 return Err(ApiError::Validation(vec![FieldError::new(
                     "email",
@@ -130,8 +130,16 @@ impl AuthApi {
             }
         };
         let client = client_info(req, state.trusted_proxy_hops);
-        let grant = accounts::login(state, name, &request.password, &client).await?;
-        let (body, cookie) = granted(state, grant);
+        let logged_in = login::login(
+            state,
+            name,
+            &request.password,
+            request.device_token.as_deref(),
+            &client,
+        )
+        .await?;
+        let (mut body, cookie) = granted(state, logged_in.grant);
+        body.0.device_token = logged_in.device_token;
         Ok(GrantResponse::Ok(body, cookie))
     }
 

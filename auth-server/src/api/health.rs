@@ -1,7 +1,11 @@
 //! `/api/health/*`: the same readiness the admin listener reports, for callers that can only
-//! reach the public port, plus database pool statistics.
+//! reach the public port, plus database pool statistics. Anyone can call these, so they say what
+//! is failing but never why (the admin port's `/health/ready` does), and the checks run at most
+//! once per [`FRESHNESS`] however many callers ask.
 
-use std::time::Instant;
+use std::time::{Duration, Instant};
+
+use tokio::sync::Mutex;
 
 use auth_core::readiness::ReadinessReport;
 use poem_openapi::payload::Json;
@@ -10,15 +14,50 @@ use poem_openapi::{ApiResponse, Object, OpenApi};
 use super::Tag;
 use crate::state::SharedState;
 
+/// How long one evaluation of the checks answers every caller.
+const FRESHNESS: Duration = Duration::from_secs(1);
+
+/// A value computed at most once per [`FRESHNESS`]; callers arriving meanwhile wait for the one
+/// evaluation under way instead of starting their own.
+struct Recent<T> {
+    value: Mutex<Option<(Instant, T)>>,
+}
+
+impl<T: Clone> Recent<T> {
+    fn new() -> Self {
+        Self {
+            value: Mutex::new(None),
+        }
+    }
+
+    async fn get(&self, compute: impl AsyncFnOnce() -> T) -> T {
+        let mut value = self.value.lock().await;
+        if let Some((at, cached)) = &*value
+            && at.elapsed() < FRESHNESS
+        {
+            return cached.clone();
+        }
+        let fresh = compute().await;
+        *value = Some((Instant::now(), fresh.clone()));
+        fresh
+    }
+}
+
 /// Health probes.
 pub struct HealthApi {
     state: SharedState,
+    readiness: Recent<ReadinessReport>,
+    database: Recent<DatabaseHealth>,
 }
 
 impl HealthApi {
     /// The API over `state`.
     pub fn new(state: SharedState) -> Self {
-        Self { state }
+        Self {
+            state,
+            readiness: Recent::new(),
+            database: Recent::new(),
+        }
     }
 }
 
@@ -27,10 +66,8 @@ impl HealthApi {
 pub struct ComponentView {
     /// `database`, `schema`, `redis`, …
     pub name: String,
-    /// `ok`, `pending` or `failing`.
+    /// `ok`, `pending` or `failing` (why: on the admin port's `/health/ready`).
     pub status: String,
-    /// Why it is failing.
-    pub reason: Option<String>,
 }
 
 /// The health of the server.
@@ -55,7 +92,6 @@ impl From<ReadinessReport> for HealthView {
                 .map(|component| ComponentView {
                     name: component.name.to_owned(),
                     status: component.status.to_owned(),
-                    reason: component.reason,
                 })
                 .collect(),
         }
@@ -81,7 +117,7 @@ pub struct Liveness {
 }
 
 /// Pool statistics and round-trip latency.
-#[derive(Debug, Object)]
+#[derive(Debug, Clone, Object)]
 pub struct DatabaseHealth {
     /// `ok` or `failing`.
     pub status: String,
@@ -93,8 +129,6 @@ pub struct DatabaseHealth {
     pub pool_idle: u32,
     /// The pool's maximum.
     pub pool_max: u32,
-    /// Why it is failing.
-    pub reason: Option<String>,
 }
 
 /// The database's health.
@@ -127,7 +161,10 @@ impl HealthApi {
     /// Readiness: database, Redis and schema
     #[oai(path = "/ready", method = "get")]
     async fn ready(&self) -> HealthResponse {
-        let report = self.state.readiness.report().await;
+        let report = self
+            .readiness
+            .get(async || self.state.readiness.report().await)
+            .await;
         if report.is_ready() {
             HealthResponse::Ok(Json(report.into()))
         } else {
@@ -138,25 +175,26 @@ impl HealthApi {
     /// Database pool statistics and latency
     #[oai(path = "/database", method = "get")]
     async fn database(&self) -> DatabaseResponse {
+        let health = self.database.get(async || self.measure_database().await).await;
+        if health.latency_ms.is_some() {
+            DatabaseResponse::Ok(Json(health))
+        } else {
+            DatabaseResponse::Unavailable(Json(health))
+        }
+    }
+}
+
+impl HealthApi {
+    async fn measure_database(&self) -> DatabaseHealth {
         let pool = &self.state.db;
         let started = Instant::now();
-        let outcome = sqlx::query("SELECT 1").execute(pool).await;
-        let mut health = DatabaseHealth {
-            status: "ok".to_owned(),
-            latency_ms: Some(started.elapsed().as_secs_f64() * 1000.0),
+        let answered = sqlx::query("SELECT 1").execute(pool).await.is_ok();
+        DatabaseHealth {
+            status: if answered { "ok" } else { "failing" }.to_owned(),
+            latency_ms: answered.then(|| started.elapsed().as_secs_f64() * 1000.0),
             pool_size: pool.size(),
             pool_idle: u32::try_from(pool.num_idle()).unwrap_or(u32::MAX),
             pool_max: pool.options().get_max_connections(),
-            reason: None,
-        };
-        match outcome {
-            Ok(_) => DatabaseResponse::Ok(Json(health)),
-            Err(error) => {
-                health.status = "failing".to_owned();
-                health.latency_ms = None;
-                health.reason = Some(error.to_string());
-                DatabaseResponse::Unavailable(Json(health))
-            }
         }
     }
 }

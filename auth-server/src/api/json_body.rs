@@ -94,8 +94,70 @@ fn is_json(content_type: Option<&str>) -> bool {
         })
 }
 
-/// Parses `bytes` as `T`, naming the field of the first error.
+/// Whether the JSON text holds a string with a NUL character (`\u0000`), which PostgreSQL cannot
+/// store in any text or JSON column.
+fn has_nul_escape(bytes: &[u8]) -> bool {
+    let (mut in_string, mut at) = (false, 0);
+    while at < bytes.len() {
+        match (in_string, bytes[at]) {
+            (true, b'\\') => {
+                if bytes[at + 1..].starts_with(b"u0000") {
+                    return true;
+                }
+                at += 1;
+            }
+            (_, b'"') => in_string = !in_string,
+            _ => {}
+        }
+        at += 1;
+    }
+    false
+}
+
+/// The path of the first string (key or value) in `value` that holds a NUL character.
+fn nul_path(value: &serde_json::Value, path: &str) -> Option<String> {
+    let join = |key: &str| {
+        if path.is_empty() {
+            key.to_owned()
+        } else {
+            format!("{path}.{key}")
+        }
+    };
+    match value {
+        serde_json::Value::String(text) => text.contains('\0').then(|| path.to_owned()),
+        serde_json::Value::Array(items) => items
+            .iter()
+            .enumerate()
+            .find_map(|(i, item)| nul_path(item, &format!("{path}[{i}]"))),
+        serde_json::Value::Object(fields) => fields.iter().find_map(|(key, item)| {
+            if key.contains('\0') {
+                Some(join(key))
+            } else {
+                nul_path(item, &join(key))
+            }
+        }),
+        _ => None,
+    }
+}
+
+/// Parses `bytes` as `T`, naming the field of the first error; a NUL character in any string is
+/// refused by field, before anything reaches the database.
 pub fn parse<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
+    let value = parse_typed(bytes)?;
+    if has_nul_escape(bytes) {
+        let field = serde_json::from_slice(bytes)
+            .ok()
+            .and_then(|document| nul_path(&document, ""))
+            .filter(|path| !path.is_empty());
+        return Err(ApiError::MalformedBody {
+            field,
+            detail: "text must not contain a NUL character (\\u0000)".to_owned(),
+        });
+    }
+    Ok(value)
+}
+
+fn parse_typed<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
     let mut deserializer = serde_json::Deserializer::from_slice(bytes);
     let value = serde_path_to_error::deserialize(&mut deserializer).map_err(|error| {
         let path = error.path().to_string();
@@ -165,6 +227,19 @@ mod tests {
         let (_, detail) =
             field_of(parse::<Login>(br#"{"email":"a","password":"b","role":"admin"}"#).unwrap_err());
         assert!(detail.contains("unknown field `role`"), "{detail}");
+    }
+
+    #[test]
+    fn a_nul_character_is_refused_by_field() {
+        let (field, detail) =
+            field_of(parse::<Login>(br#"{"email": "a\u0000@example.com", "password": "x"}"#).unwrap_err());
+        assert_eq!(field.as_deref(), Some("email"));
+        assert!(detail.contains("NUL"), "{detail}");
+        let literal = parse::<Login>(br#"{"email": "a\\u0000", "password": "x"}"#).unwrap();
+        assert_eq!(
+            literal.email, "a\\u0000",
+            "an escaped backslash before u0000 is no NUL"
+        );
     }
 
     #[test]

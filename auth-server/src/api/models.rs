@@ -40,6 +40,9 @@ pub struct LoginRequest {
     pub username: Option<String>,
     /// The password.
     pub password: String,
+    /// The device token this client received at an earlier login to this account: a login from a
+    /// known device is never held back by other clients' failed attempts.
+    pub device_token: Option<String>,
 }
 
 /// A refresh token; may be omitted when it is sent as the `refresh_token` cookie.
@@ -165,6 +168,10 @@ pub struct AuthResponse {
     pub tokens: TokenPair,
     /// The session.
     pub session: SessionInfo,
+    /// Login only: a device token for this client to keep and send with its next logins (given
+    /// when it presented none valid for this account).
+    #[oai(skip_serializing_if_is_none)]
+    pub device_token: Option<String>,
 }
 
 impl AuthResponse {
@@ -183,6 +190,7 @@ impl AuthResponse {
                 refresh_token_expires_at: grant.refresh_expires_at,
             },
             user: grant.user.into(),
+            device_token: None,
         }
     }
 }

@@ -19,12 +19,19 @@ pub async fn current_user(state: &AppState, token: &VerifiedToken) -> Result<Use
         .ok_or(ApiError::BadToken)
 }
 
+/// Checks the account's password, at most `password_check_per_user` times per window: a stolen
+/// access token must not become a guessing oracle.
 async fn confirm_password(
     state: &AppState,
     user: &User,
     field: &str,
     password: &str,
 ) -> Result<(), ApiError> {
+    let limit = state.rate_limits.password_check_per_user;
+    state
+        .limiter
+        .check("password-check", &user.id.to_string(), limit)
+        .await?;
     if state.hasher.verify(password, Some(&user.password_hash)).await? {
         Ok(())
     } else {
@@ -56,10 +63,10 @@ pub async fn change_password(
     problems.finish()?;
     confirm_password(state, &user, "current_password", current).await?;
     let hash = state.hasher.hash(new).await?;
-    let revocations = [state.revoker.user(user.id)];
     let mut tx = state.db.begin().await?;
     users::set_password(&mut tx, user.id, &hash).await?;
     let ended = sessions::revoke_all(&mut tx, user.id, "password_changed").await?;
+    let revocations = state.revoker.user_and_sessions(user.id, &ended);
     state
         .revoker
         .record(&mut tx, &revocations, "password_changed")
@@ -92,10 +99,10 @@ pub async fn delete_account(
 ) -> Result<(), ApiError> {
     let user = current_user(state, token).await?;
     confirm_password(state, &user, "password", password).await?;
-    let revocations = [state.revoker.user(user.id)];
     let mut tx = state.db.begin().await?;
     users::soft_delete(&mut tx, user.id).await?;
     let ended = sessions::revoke_all(&mut tx, user.id, "account_deleted").await?;
+    let revocations = state.revoker.user_and_sessions(user.id, &ended);
     state
         .revoker
         .record(&mut tx, &revocations, "account_deleted")

@@ -8,7 +8,7 @@ use uuid::Uuid;
 
 use crate::access_tokens::{Identity, IssuedToken};
 use crate::error::ApiError;
-use crate::refresh_tokens::RefreshToken;
+use crate::opaque_tokens::OpaqueToken;
 use crate::state::AppState;
 use crate::store::ClientInfo;
 use crate::store::sessions;
@@ -23,7 +23,7 @@ pub struct Grant {
     /// The access token.
     pub access: IssuedToken,
     /// The refresh token.
-    pub refresh: RefreshToken,
+    pub refresh: OpaqueToken,
     /// When the refresh token (and the session, unless refreshed) expires.
     pub refresh_expires_at: OffsetDateTime,
 }
@@ -37,7 +37,7 @@ pub(crate) fn duration(std: std::time::Duration) -> time::Duration {
 pub struct NewSession {
     session_id: Uuid,
     created_at: OffsetDateTime,
-    refresh: RefreshToken,
+    refresh: OpaqueToken,
     refresh_expires_at: OffsetDateTime,
 }
 
@@ -48,7 +48,7 @@ pub async fn start_session(
     user_id: Uuid,
     client: &ClientInfo,
 ) -> Result<NewSession, ApiError> {
-    let refresh = RefreshToken::generate()?;
+    let refresh = OpaqueToken::generate()?;
     let now = OffsetDateTime::now_utc();
     let absolute = now + duration(state.lifetimes.session_max);
     let expires_at = (now + duration(state.lifetimes.refresh)).min(absolute);
@@ -91,7 +91,7 @@ pub fn grant_tokens(
     state: &AppState,
     user: User,
     session_id: Uuid,
-    refresh: RefreshToken,
+    refresh: OpaqueToken,
     refresh_expires_at: OffsetDateTime,
     grant: &str,
 ) -> Result<Grant, ApiError> {

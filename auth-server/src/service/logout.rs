@@ -14,15 +14,12 @@ use crate::store::{ClientInfo, sessions};
 /// Revokes the caller's session and this very token.
 pub async fn logout(state: &AppState, token: &VerifiedToken, client: &ClientInfo) -> Result<(), ApiError> {
     let claims = &token.claims;
-    let revocations = [
-        state.revoker.token(claims.jti, claims.exp),
-        state.revoker.session(claims.sid),
-    ];
+    let this_token = state.revoker.token(claims.jti, claims.exp);
     end_sessions(
         state,
         claims.sub,
         Some(claims.sid),
-        &revocations,
+        Some(this_token),
         "logout",
         client,
     )
@@ -36,16 +33,7 @@ pub async fn logout_all(
     token: &VerifiedToken,
     client: &ClientInfo,
 ) -> Result<(), ApiError> {
-    let user_id = token.claims.sub;
-    end_sessions(
-        state,
-        user_id,
-        None,
-        &[state.revoker.user(user_id)],
-        "logout_all",
-        client,
-    )
-    .await?;
+    end_sessions(state, token.claims.sub, None, None, "logout_all", client).await?;
     Ok(())
 }
 
@@ -56,12 +44,11 @@ pub async fn revoke_session(
     session_id: Uuid,
     client: &ClientInfo,
 ) -> Result<(), ApiError> {
-    let revocations = [state.revoker.session(session_id)];
     let ended = end_sessions(
         state,
         token.claims.sub,
         Some(session_id),
-        &revocations,
+        None,
         "session_revoked",
         client,
     )
@@ -73,32 +60,34 @@ pub async fn revoke_session(
     }
 }
 
-/// Revokes sessions (one, or all with `None`) and records, audits and publishes `revocations`,
-/// all committed together before anything is published. Returns the sessions it ended.
+/// Ends sessions (one, or all of the user's with `None`), and records, audits and publishes their
+/// revocations — one session's, or the user's and every ended session's — plus `also`, all
+/// committed together before anything is published. Returns the sessions it ended.
 pub async fn end_sessions(
     state: &AppState,
     user_id: Uuid,
     session_id: Option<Uuid>,
-    revocations: &[Revocation],
+    also: Option<Revocation>,
     reason: &str,
     client: &ClientInfo,
 ) -> Result<Vec<Uuid>, ApiError> {
     let mut tx = state.db.begin().await?;
-    let ended = match session_id {
+    let (ended, ended_revocations) = match session_id {
         Some(id) => {
-            if sessions::revoke(&mut tx, user_id, id, reason).await? {
-                vec![id]
-            } else {
-                Vec::new()
+            if !sessions::revoke(&mut tx, user_id, id, reason).await? {
+                // No longer live: its revocation was published already.
+                return Ok(Vec::new());
             }
+            (vec![id], vec![state.revoker.session(id)])
         }
-        None => sessions::revoke_all(&mut tx, user_id, reason).await?,
+        None => {
+            let ended = sessions::revoke_all(&mut tx, user_id, reason).await?;
+            let revocations = state.revoker.user_and_sessions(user_id, &ended);
+            (ended, revocations)
+        }
     };
-    // A targeted session that is no longer live has had its revocation published already.
-    if ended.is_empty() && session_id.is_some() {
-        return Ok(ended);
-    }
-    state.revoker.record(&mut tx, revocations, reason).await?;
+    let revocations: Vec<Revocation> = also.into_iter().chain(ended_revocations).collect();
+    state.revoker.record(&mut tx, &revocations, reason).await?;
     record(
         &mut *tx,
         AuditEvent {
@@ -111,7 +100,7 @@ pub async fn end_sessions(
     )
     .await?;
     tx.commit().await?;
-    state.revoker.publish_or_retry(revocations).await;
+    state.revoker.publish_or_retry(&revocations).await;
     forget_sessions(state, &ended).await;
     Ok(ended)
 }

@@ -3,6 +3,7 @@
 pub mod accounts;
 pub mod changes;
 pub mod grants;
+pub mod login;
 pub mod logout;
 pub mod refresh;
 pub mod revocation_guard;

@@ -3,7 +3,7 @@
 use serde_json::json;
 
 use crate::error::ApiError;
-use crate::refresh_tokens::RefreshToken;
+use crate::opaque_tokens::OpaqueToken;
 use crate::service::grants::{Grant, cache_session, duration, grant_tokens};
 use crate::state::AppState;
 use crate::store::audit::{AuditEvent, record};
@@ -24,7 +24,7 @@ pub async fn refresh(state: &AppState, presented: &str, client: &ClientInfo) -> 
         state.metrics.refreshes.with_label_values(&[result]).inc();
         ApiError::BadRefreshToken
     };
-    let Some(token) = RefreshToken::parse(presented) else {
+    let Some(token) = OpaqueToken::parse(presented) else {
         return Err(refused("invalid"));
     };
     let lifetimes = &state.lifetimes;

@@ -59,9 +59,14 @@ impl Revoker {
         Revocation::session(sid, self.horizon())
     }
 
-    /// Revokes every token of a user issued up to now.
-    pub fn user(&self, user_id: Uuid) -> Revocation {
-        Revocation::user(user_id, unix_now(), self.horizon())
+    /// Revokes every token of a user issued up to now and every token of the sessions that just
+    /// ended. Called inside the transaction that ended them, after their rows are locked: a
+    /// refresh that committed just before may still mint a token dated after this instant, but
+    /// never outside its session.
+    pub fn user_and_sessions(&self, user_id: Uuid, sessions: &[Uuid]) -> Vec<Revocation> {
+        let mut revocations: Vec<Revocation> = sessions.iter().map(|sid| self.session(*sid)).collect();
+        revocations.push(Revocation::user(user_id, unix_now(), self.horizon()));
+        revocations
     }
 
     /// Stores `revocations` in the caller's transaction, so they commit with the change they

@@ -4,7 +4,7 @@ use sqlx::{Acquire, PgPool};
 use time::{Duration, OffsetDateTime};
 use uuid::Uuid;
 
-use crate::refresh_tokens::RefreshToken;
+use crate::opaque_tokens::OpaqueToken;
 
 /// What presenting a refresh token led to.
 pub enum Rotation {
@@ -15,7 +15,7 @@ pub enum Rotation {
         /// Its user.
         user_id: Uuid,
         /// The new refresh token.
-        token: RefreshToken,
+        token: OpaqueToken,
         /// When the new token (and the session, unless refreshed again) expires.
         expires_at: OffsetDateTime,
     },
@@ -27,7 +27,7 @@ pub enum Rotation {
         /// Its user.
         user_id: Uuid,
         /// The child handed out the first time.
-        token: RefreshToken,
+        token: OpaqueToken,
         /// When it expires.
         expires_at: OffsetDateTime,
     },
@@ -68,7 +68,7 @@ struct Child {
 /// session are serialised and a token never gets two children.
 pub async fn rotate(
     pool: &PgPool,
-    presented: &RefreshToken,
+    presented: &OpaqueToken,
     ttl: Duration,
     grace: Duration,
 ) -> Result<Rotation, sqlx::Error> {
@@ -98,7 +98,7 @@ pub async fn rotate(
     }
 
     let Some(rotated_at) = row.rotated_at else {
-        let child = RefreshToken::generate().map_err(|error| sqlx::Error::Protocol(error.to_string()))?;
+        let child = OpaqueToken::generate().map_err(|error| sqlx::Error::Protocol(error.to_string()))?;
         let expires_at = (now + ttl).min(row.absolute_expires_at);
         sqlx::query(
             "INSERT INTO refresh_tokens (session_id, parent_id, token_hash, expires_at) VALUES ($1, $2, $3, $4)",

@@ -110,14 +110,60 @@ pub async fn find_by_username(pool: &PgPool, username: &str) -> Result<Option<Us
         .await
 }
 
-/// Records the outcome of a password check.
-pub async fn record_login(pool: &PgPool, id: Uuid, success: bool) -> Result<(), sqlx::Error> {
-    let sql = if success {
-        "UPDATE users SET last_login_at = now(), failed_login_count = 0 WHERE id = $1"
-    } else {
-        "UPDATE users SET failed_login_count = failed_login_count + 1 WHERE id = $1"
-    };
-    sqlx::query(sql).bind(id).execute(pool).await?;
+/// How failed logins lock an account.
+#[derive(Debug, Clone, Copy)]
+pub struct Lockout {
+    /// Consecutive failures that lock the account (0: never).
+    pub threshold: u32,
+    /// How long the first lock lasts; each further failure after it doubles it.
+    pub duration: std::time::Duration,
+    /// The longest lock.
+    pub max_duration: std::time::Duration,
+}
+
+/// Counts a failed password check, in one statement so parallel failures each count. The failure
+/// that reaches the threshold locks the account, each further one for twice as long (up to the
+/// maximum); failures while it is locked are not counted, so strangers cannot keep a lock alive
+/// past its term. Returns whether this failure locked it.
+pub async fn record_failure(
+    conn: &mut PgConnection,
+    id: Uuid,
+    lockout: Lockout,
+) -> Result<bool, sqlx::Error> {
+    let locked: Option<bool> = sqlx::query_scalar(
+        "UPDATE users SET failed_login_count = failed_login_count + 1,            locked_until = CASE WHEN $2 > 0 AND failed_login_count + 1 >= $2              THEN now() + LEAST($3 * power(2, LEAST(failed_login_count + 1 - $2, 30)), $4)              ELSE locked_until END          WHERE id = $1 AND (locked_until IS NULL OR locked_until <= now())          RETURNING locked_until IS NOT NULL AND locked_until > now()",
+    )
+    .bind(id)
+    .bind(i32::try_from(lockout.threshold).unwrap_or(i32::MAX))
+    .bind(lockout.duration)
+    .bind(lockout.max_duration)
+    .fetch_optional(conn)
+    .await?;
+    Ok(locked == Some(true))
+}
+
+/// The password hash and lock of a live account, with its row locked until the transaction ends:
+/// a login creates its session only if the account is still what it checked.
+pub async fn lock_for_login(
+    conn: &mut PgConnection,
+    id: Uuid,
+) -> Result<Option<(String, bool)>, sqlx::Error> {
+    sqlx::query_as(
+        "SELECT password_hash, (locked_until IS NOT NULL AND locked_until > now()) FROM users          WHERE id = $1 AND deleted_at IS NULL FOR UPDATE",
+    )
+    .bind(id)
+    .fetch_optional(conn)
+    .await
+}
+
+/// Records a successful login: the failure count and any lock are cleared.
+pub async fn record_success(conn: &mut PgConnection, id: Uuid) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "UPDATE users SET last_login_at = now(), failed_login_count = 0, locked_until = NULL WHERE id = $1",
+    )
+    .bind(id)
+    .execute(conn)
+    .await?;
     Ok(())
 }
 

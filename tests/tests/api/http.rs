@@ -283,8 +283,86 @@ async fn the_database_down_means_503_with_a_clear_problem() {
     )
     .await;
     assert_eq!(health["status"], "failing");
+    // Anyone may ask: what fails is said, never why (the admin port says why).
+    let ready = client
+        .get(format!("{url}/api/health/ready"))
+        .send()
+        .await
+        .unwrap();
+    let text = ready.text().await.unwrap();
+    assert!(text.contains("failing"), "{text}");
+    assert!(!text.contains("reason") && !text.contains("127.0.0.1"), "{text}");
     trigger.trigger();
     task.await.unwrap().unwrap();
+}
+
+#[tokio::test]
+async fn anonymous_health_checks_share_one_evaluation_per_second() {
+    let server = spawn_server().await;
+    let asks = (0..50).map(|_| {
+        server
+            .client
+            .get(format!("{}/api/health/database", server.url))
+            .send()
+    });
+    let mut latencies = std::collections::BTreeSet::new();
+    for answer in futures_util::future::join_all(asks).await {
+        let health = json(answer.unwrap(), 200).await;
+        latencies.insert(health["latency_ms"].to_string());
+    }
+    // Each measurement of `SELECT 1` has its own nanosecond-precise latency: fifty callers
+    // within a second saw one or two measurements, not fifty.
+    assert!(
+        latencies.len() <= 2,
+        "{} measurements for 50 callers",
+        latencies.len()
+    );
+}
+
+#[tokio::test]
+async fn a_nul_character_anywhere_is_a_400_naming_the_field_never_a_500() {
+    let server = spawn_server().await;
+    let user = server.new_user().await;
+    let login = server
+        .post(
+            "/api/auth/login",
+            &json!({"email": "a\u{0}@example.com", "password": "correct horse battery"}),
+        )
+        .await;
+    assert_eq!(problem(login, 400).await["errors"][0]["field"], "email");
+    let profile = server
+        .request(reqwest::Method::PUT, "/api/users/profile")
+        .bearer_auth(&user.access)
+        .json(&json!({"profile": {"bio": ["fine", "not\u{0}fine"]}}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        problem(profile, 400).await["errors"][0]["field"],
+        "profile.bio[1]"
+    );
+}
+
+#[tokio::test]
+async fn invented_methods_share_one_metric_label() {
+    let server = spawn_server().await;
+    for method in ["FOO1", "FOO2", "BREW"] {
+        let answer = server
+            .request(
+                reqwest::Method::from_bytes(method.as_bytes()).unwrap(),
+                "/api/auth/me",
+            )
+            .send()
+            .await
+            .unwrap();
+        assert!(answer.status().is_client_error());
+    }
+    let metrics = server.metrics().await;
+    assert!(
+        !metrics.contains("FOO1") && !metrics.contains("BREW"),
+        "{metrics}"
+    );
+    assert!(metrics.contains("method=\"other\""), "{metrics}");
 }
 
 #[tokio::test]

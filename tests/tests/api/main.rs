@@ -2,6 +2,7 @@
 
 mod account;
 mod http;
+mod lockout;
 mod login;
 mod register;
 mod revocation;

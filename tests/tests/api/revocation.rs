@@ -277,12 +277,19 @@ async fn logout_all_revokes_every_session_and_token_of_the_user() {
     );
     for session in [&user, &phone] {
         problem(server.get_auth("/api/auth/me", &session.access).await, 401).await;
+        // Each ended session by `sid`, and the user's earlier tokens by instant.
         assert_eq!(
             revoked_by(&server, &session.access).await,
-            LookupOutcome::Revoked(RevocationKind::User)
+            LookupOutcome::Revoked(RevocationKind::Session)
         );
         problem(refresh(&server, &session.refresh).await, 401).await;
     }
+    let before: i64 = redis::cmd("GET")
+        .arg(format!("auth:revoked:user:{}", user.id))
+        .query_async(&mut server.redis().await)
+        .await
+        .unwrap();
+    assert!((auth_core::revocation::unix_now() - before).abs() < 60);
     assert_eq!(
         server.get_auth("/api/auth/me", &stranger.access).await.status(),
         200
@@ -353,7 +360,7 @@ async fn a_flushed_redis_is_restored_from_postgres_at_start() {
     );
     assert_eq!(
         revoked_by(&restarted, &everywhere.access).await,
-        LookupOutcome::Revoked(RevocationKind::User)
+        LookupOutcome::Revoked(RevocationKind::Session)
     );
     problem(restarted.get_auth("/api/auth/me", &logged_out.access).await, 401).await;
     problem(restarted.get_auth("/api/auth/me", &everywhere.access).await, 401).await;
@@ -364,8 +371,9 @@ async fn a_flushed_redis_is_restored_from_postgres_at_start() {
         .collect();
     assert_eq!(
         kinds.len(),
-        3,
-        "restored revocations are on the stream again: {kinds:?}"
+        4,
+        "restored revocations (jti and sid of the logout, sid and user of the logout-all) are on \
+         the stream again: {kinds:?}"
     );
 }
 

@@ -80,6 +80,7 @@ pub async fn verified(server: &TestServer, token: &str) -> auth_core::token::Ver
         issuer: "http://localhost:8080".into(),
         audience: "auth-platform".into(),
         leeway: std::time::Duration::from_secs(30),
+        max_lifetime: std::time::Duration::from_secs(900),
     })
     .validate(token, &keys)
     .unwrap()

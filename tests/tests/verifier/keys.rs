@@ -78,22 +78,77 @@ async fn a_newly_published_key_is_accepted_without_a_restart() {
 }
 
 #[tokio::test]
-async fn an_unknown_kid_triggers_one_refetch_per_cooldown() {
+async fn unknown_kids_share_refetches_at_most_one_per_cooldown() {
     let fx = fixture_with(Algorithm::RS256, |s| {
-        s.jwks_refetch_cooldown = Duration::from_secs(60)
+        s.jwks_refetch_cooldown = Duration::from_millis(500)
     })
     .await;
-    let before = jwks_requests(&fx.server.metrics().await);
-    for _ in 0..20 {
+    let junk = || {
         let stranger = platform_tests::keys::foreign_key(Algorithm::RS256);
         let mut header = fx.keys.header();
         header["kid"] = serde_json::json!(stranger.kid);
-        let token =
-            platform_tests::keys::sign_raw_with(&stranger, &header.to_string(), &fx.claims().to_string());
-        fx.assert_refused(&token).await;
+        platform_tests::keys::sign_raw_with(&stranger, &header.to_string(), &fx.claims().to_string())
+    };
+    let before = jwks_requests(&fx.server.metrics().await);
+    let started = std::time::Instant::now();
+    let tokens: Vec<String> = (0..20).map(|_| junk()).collect();
+    futures_util::future::join_all(tokens.iter().map(|token| fx.assert_refused(token))).await;
+    for _ in 0..10 {
+        fx.assert_refused(&junk()).await;
     }
-    let after = jwks_requests(&fx.server.metrics().await);
-    assert_eq!(after - before, 1, "unknown kids must not hammer the JWKS");
+    let fetches = jwks_requests(&fx.server.metrics().await) - before;
+    let cooldowns = started.elapsed().as_millis() / 500;
+    assert!(
+        fetches >= 1 && u128::from(fetches) <= cooldowns + 1,
+        "{fetches} fetches in {cooldowns} cooldowns: unknown kids must not hammer the JWKS"
+    );
+}
+
+#[tokio::test]
+async fn a_new_key_is_accepted_at_first_sight_while_junk_kids_flood_the_refetch() {
+    let fx = fixture_with(Algorithm::RS256, |s| {
+        s.jwks_refetch_cooldown = Duration::from_millis(500)
+    })
+    .await;
+    let flood = {
+        let (url, keys, claims) = (fx.verifier.url.clone(), fx.keys.header(), fx.claims());
+        tokio::spawn(async move {
+            let client = reqwest::Client::new();
+            loop {
+                let stranger = platform_tests::keys::foreign_key(Algorithm::RS256);
+                let mut header = keys.clone();
+                header["kid"] = serde_json::json!(stranger.kid);
+                let token =
+                    platform_tests::keys::sign_raw_with(&stranger, &header.to_string(), &claims.to_string());
+                let _ = client
+                    .get(format!("{url}/verify"))
+                    .header("x-original-method", "GET")
+                    .header("x-original-uri", "/")
+                    .bearer_auth(token)
+                    .send()
+                    .await;
+            }
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let rotated = fx.keys.rotate("2026-06-01", Algorithm::ES256);
+    let (db, redis_url, listen) = (
+        fx.server.db.clone(),
+        fx.server.redis_url.clone(),
+        fx.server.url.replace("http://", ""),
+    );
+    fx.server.stop().await;
+    let dir = fx.keys.dir();
+    let server = start(db, &redis_url, |s| {
+        s.keys_dir = Some(dir);
+        s.listen = listen;
+    })
+    .await;
+    let fresh = server.login(&fx.user).await;
+    assert!(fresh.access.len() > 10 && !rotated.kid.is_empty());
+    // Its first request waits for the next refetch and is validated again with what it brought.
+    assert_eq!(fx.verifier.verify(&fresh.access).await.status(), 200);
+    flood.abort();
 }
 
 fn jwks_requests(metrics: &str) -> u64 {
@@ -169,4 +224,27 @@ async fn key_age_and_index_size_are_exposed() {
     ] {
         assert!(metrics.contains(name), "missing {name}\n{metrics}");
     }
+}
+
+#[tokio::test]
+async fn a_removed_key_takes_its_cached_tokens_with_it() {
+    let fx = fixture().await;
+    let file = tempfile::NamedTempFile::new().unwrap();
+    let write_jwks = |keys: &TestKeys| {
+        let ring = auth_server::keys::KeyRing::load(&keys.dir(), None).unwrap();
+        std::fs::write(file.path(), serde_json::to_vec(ring.jwks()).unwrap()).unwrap();
+    };
+    write_jwks(&fx.keys);
+    let mut settings = settings_for(&fx.server, |_| {});
+    settings.jwks_url = None;
+    settings.jwks_path = Some(file.path().to_path_buf());
+    let verifier = start_verifier(settings, true).await;
+    for _ in 0..3 {
+        assert_eq!(verifier.verify(&fx.user.access).await.status(), 200, "cached");
+    }
+    // The key is withdrawn (compromised, or rotated out): its tokens stop passing, cached or not.
+    write_jwks(&TestKeys::new(Algorithm::ES256));
+    verifier
+        .wait_for_status(&fx.user.access, 401, Duration::from_secs(10))
+        .await;
 }

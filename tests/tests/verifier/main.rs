@@ -3,6 +3,7 @@
 mod keys;
 mod lost_state;
 mod nginx;
+mod paths;
 mod proxy;
 mod rejections;
 mod revocation;

@@ -55,13 +55,7 @@ async fn a_valid_token_is_accepted() {
 #[tokio::test]
 async fn no_token_is_401_without_an_error_code() {
     let fx = fixture().await;
-    let response = fx
-        .verifier
-        .client
-        .get(format!("{}/verify", fx.verifier.url))
-        .send()
-        .await
-        .unwrap();
+    let response = fx.verifier.verify_request("/").send().await.unwrap();
     assert_eq!(response.status(), 401);
     assert_eq!(
         response.headers()["www-authenticate"],
@@ -405,8 +399,7 @@ async fn an_oversized_header_is_never_accepted() {
     let huge = format!("Bearer {}{}", fx.user.access, "A".repeat(200_000));
     let outcome = fx
         .verifier
-        .client
-        .get(format!("{}/verify", fx.verifier.url))
+        .verify_request("/")
         .header("authorization", huge)
         .send()
         .await;
@@ -420,8 +413,7 @@ async fn two_authorization_headers_are_refused() {
     let fx = fixture().await;
     let response = fx
         .verifier
-        .client
-        .get(format!("{}/verify", fx.verifier.url))
+        .verify_request("/")
         .header("authorization", format!("Bearer {}", fx.user.access))
         .header("authorization", format!("Bearer {}", fx.user.access))
         .send()
@@ -435,8 +427,7 @@ async fn a_lowercase_bearer_scheme_is_accepted() {
     let fx = fixture().await;
     let response = fx
         .verifier
-        .client
-        .get(format!("{}/verify", fx.verifier.url))
+        .verify_request("/")
         .header("authorization", format!("bearer {}", fx.user.access))
         .send()
         .await
@@ -447,11 +438,33 @@ async fn a_lowercase_bearer_scheme_is_accepted() {
 #[tokio::test]
 async fn an_access_token_in_the_query_string_is_ignored() {
     let fx = fixture().await;
-    let url = format!("{}/verify?access_token={}", fx.verifier.url, fx.user.access);
-    let response = fx.verifier.client.get(url).send().await.unwrap();
+    let uri = format!("/?access_token={}", fx.user.access);
+    let response = fx.verifier.verify_request(&uri).send().await.unwrap();
     assert_eq!(response.status(), 401);
     assert_eq!(
         response.headers()["www-authenticate"],
         "Bearer realm=\"auth-platform\""
+    );
+}
+
+#[tokio::test]
+async fn a_token_claiming_more_than_the_issuers_lifetime_or_issued_in_the_future_is_refused() {
+    let fx = fixture().await;
+    let now = auth_core::revocation::unix_now();
+    let mut decade = fx.claims();
+    decade["exp"] = serde_json::json!(now + 10 * 365 * 86_400);
+    fx.assert_refused(&fx.keys.sign(&fx.keys.header(), &decade)).await;
+    let mut later = fx.claims();
+    later["iat"] = serde_json::json!(now + 600);
+    later["nbf"] = serde_json::json!(now - 10);
+    fx.assert_refused(&fx.keys.sign(&fx.keys.header(), &later)).await;
+    let metrics = fx.verifier.metrics().await;
+    assert!(
+        metrics.contains("verifier_rejections_total{reason=\"lifetime_too_long\"} 1"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("verifier_rejections_total{reason=\"issued_in_future\"} 1"),
+        "{metrics}"
     );
 }

@@ -328,3 +328,33 @@ async fn a_late_sidecar_loads_a_long_stream_over_an_authenticated_connection() {
         "every entry indexed"
     );
 }
+
+#[tokio::test]
+async fn a_users_revocation_instant_never_moves_backwards() {
+    let redis = platform_tests::test_redis();
+    let mut conn = redis::Client::open(redis.url.as_str())
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap();
+    let keys = RedisKeys::default();
+    let user = Uuid::new_v4();
+    let now = unix_now();
+    let later = Revocation::user(user, now, now + 900);
+    // A retry of an older revocation, or a slower replica's, arrives after the newer one.
+    let older = Revocation::user(user, now - 100, now + 800);
+    for revocation in [later, older] {
+        publish(&mut conn, &keys, &[revocation], Duration::from_secs(900))
+            .await
+            .unwrap();
+    }
+    let key = keys.revoked(auth_core::revocation::RevocationKind::User, &user.to_string());
+    let (before, ttl): (i64, i64) = redis::pipe()
+        .get(&key)
+        .ttl(&key)
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    assert_eq!(before, now, "the later instant stays");
+    assert!(ttl > 850, "the longer expiry stays ({ttl} s)");
+}

@@ -1,18 +1,19 @@
-//! Opaque refresh tokens: 256 random bits, stored only as a SHA-256 hash.
+//! Opaque secret tokens (refresh tokens, device tokens): 256 random bits from the OS CSPRNG,
+//! handed out in base64url and stored only as a SHA-256 hash.
 
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use sha2::{Digest, Sha256};
 
-/// The length of an encoded refresh token (32 bytes in unpadded base64url).
+/// The length of an encoded token (32 bytes in unpadded base64url).
 const ENCODED_LEN: usize = 43;
 
-/// A refresh token as handed to the client.
-pub struct RefreshToken {
+/// A token as handed to the client.
+pub struct OpaqueToken {
     raw: [u8; 32],
 }
 
-impl RefreshToken {
+impl OpaqueToken {
     /// A new token from the OS CSPRNG.
     pub fn generate() -> anyhow::Result<Self> {
         let mut raw = [0u8; 32];
@@ -43,14 +44,14 @@ impl RefreshToken {
 
     /// `child` encrypted under a key derived from this token: only a client presenting this token
     /// again can get the child back, and the stored value reveals nothing without it.
-    pub fn seal(&self, child: &RefreshToken) -> Vec<u8> {
+    pub fn seal(&self, child: &OpaqueToken) -> Vec<u8> {
         xor(&child.raw, &self.sealing_key()).to_vec()
     }
 
-    /// The child sealed by [`RefreshToken::seal`].
-    pub fn unseal(&self, sealed: &[u8]) -> Option<RefreshToken> {
+    /// The child sealed by [`OpaqueToken::seal`].
+    pub fn unseal(&self, sealed: &[u8]) -> Option<OpaqueToken> {
         let sealed: [u8; 32] = sealed.try_into().ok()?;
-        Some(RefreshToken {
+        Some(OpaqueToken {
             raw: xor(&sealed, &self.sealing_key()),
         })
     }
@@ -74,24 +75,24 @@ mod tests {
 
     #[test]
     fn tokens_round_trip_and_only_our_format_parses() {
-        let token = RefreshToken::generate().unwrap();
+        let token = OpaqueToken::generate().unwrap();
         let encoded = token.encode();
         assert_eq!(encoded.len(), ENCODED_LEN);
-        assert_eq!(RefreshToken::parse(&encoded).unwrap().hash(), token.hash());
-        assert!(RefreshToken::parse(&encoded[1..]).is_none());
-        assert!(RefreshToken::parse(&format!("{encoded}=")).is_none());
-        assert!(RefreshToken::parse("not a token").is_none());
+        assert_eq!(OpaqueToken::parse(&encoded).unwrap().hash(), token.hash());
+        assert!(OpaqueToken::parse(&encoded[1..]).is_none());
+        assert!(OpaqueToken::parse(&format!("{encoded}=")).is_none());
+        assert!(OpaqueToken::parse("not a token").is_none());
     }
 
     #[test]
     fn a_sealed_child_opens_only_with_its_parent() {
-        let parent = RefreshToken::generate().unwrap();
-        let child = RefreshToken::generate().unwrap();
+        let parent = OpaqueToken::generate().unwrap();
+        let child = OpaqueToken::generate().unwrap();
         let sealed = parent.seal(&child);
         assert_ne!(sealed, child.raw.to_vec());
         assert_ne!(sealed, parent.hash());
         assert_eq!(parent.unseal(&sealed).unwrap().encode(), child.encode());
-        let stranger = RefreshToken::generate().unwrap();
+        let stranger = OpaqueToken::generate().unwrap();
         assert_ne!(stranger.unseal(&sealed).unwrap().encode(), child.encode());
     }
 }

@@ -1,0 +1,2 @@
+DROP INDEX sessions_user_created_idx;
+DROP TABLE known_devices;
