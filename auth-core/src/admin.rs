@@ -3,11 +3,12 @@
 
 use poem::http::StatusCode;
 use poem::web::{Data, Json};
-use poem::{EndpointExt, IntoResponse, Response, Route, Server, get, handler};
+use poem::{EndpointExt, IntoResponse, Response, Route, get, handler};
 use prometheus::Registry;
 
 use crate::listener::BoundListener;
 use crate::readiness::Readiness;
+use crate::server::{ConnectionLimits, ListenerMetrics};
 use crate::shutdown::Shutdown;
 
 /// The admin routes, also mountable inside another app (tests, or a single-port development mode).
@@ -20,17 +21,25 @@ pub fn routes(registry: Registry, readiness: Readiness) -> impl poem::Endpoint {
         .data(readiness)
 }
 
-/// Serves the admin routes until shutdown.
+/// Serves the admin routes until shutdown, within the admin listener's limits
+/// ([`ConnectionLimits::admin`] fitted to the process's `fds`).
 pub async fn serve(
     listener: BoundListener,
     registry: Registry,
     readiness: Readiness,
+    (connections, fds): (ListenerMetrics, u64),
     shutdown: Shutdown,
 ) -> std::io::Result<()> {
-    Server::new_with_acceptor(listener.acceptor)
-        .name("admin")
-        .run_with_graceful_shutdown(routes(registry, readiness), shutdown.wait(), None)
-        .await
+    let limits = ConnectionLimits::admin().within_fds(fds);
+    crate::server::serve(
+        listener.listener,
+        routes(registry, readiness),
+        limits,
+        connections,
+        shutdown.wait(),
+        None,
+    )
+    .await
 }
 
 #[handler]

@@ -11,6 +11,7 @@ pub mod metrics;
 pub mod readiness;
 pub mod redis;
 pub mod revocation;
+pub mod server;
 pub mod settings;
 pub mod shutdown;
 pub mod telemetry;

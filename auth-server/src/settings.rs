@@ -4,6 +4,7 @@ use std::path::PathBuf;
 use std::str::FromStr;
 use std::time::Duration;
 
+use auth_core::server::ConnectionLimits;
 use auth_core::settings::{Environment, SettingsError, Validate};
 use auth_core::telemetry::LogFormat;
 use secrecy::{ExposeSecret, SecretString};
@@ -64,6 +65,8 @@ pub struct Settings {
     pub hash_queue_limit: usize,
     /// Largest request body, in bytes.
     pub max_body_bytes: usize,
+    /// Connection limits of the public listener.
+    pub connections: ConnectionLimits,
     /// Proxies in front of the server whose `X-Forwarded-For` entries are trusted (0: none).
     pub trusted_proxy_hops: usize,
     /// The Redis key namespace.
@@ -189,6 +192,7 @@ impl Default for Settings {
             hash_concurrency: 0,
             hash_queue_limit: 256,
             max_body_bytes: 64 * 1024,
+            connections: ConnectionLimits::default(),
             trusted_proxy_hops: 0,
             redis_namespace: "auth".to_owned(),
             revocation_resync_interval: Duration::from_secs(60),
@@ -272,6 +276,9 @@ impl Validate for Settings {
         positive("AUTH_REFRESH_TOKEN_TTL", self.refresh_token_ttl)?;
         positive("AUTH_SESSION_CACHE_TTL", self.session_cache_ttl)?;
         positive("AUTH_KNOWN_SOURCE_WINDOW", self.known_source_window)?;
+        if let Some(problem) = self.connections.problem() {
+            return Err(SettingsError::new("AUTH_CONNECTIONS", problem));
+        }
         if self.lockout.threshold > 0 {
             positive("AUTH_LOCKOUT__DURATION", self.lockout.duration)?;
             if self.lockout.max_duration < self.lockout.duration {

@@ -10,10 +10,11 @@ use auth_core::listener::{self, BoundListener};
 use auth_core::readiness::{Latch, Readiness};
 use auth_core::redis::RedisCheck;
 use auth_core::revocation::RedisKeys;
+use auth_core::server::{ConnectionLimits, ListenerMetrics};
 use auth_core::settings::Environment;
 use auth_core::shutdown::{self, Shutdown};
 use auth_core::token::{TokenValidator, ValidatorSettings};
-use poem::{EndpointExt, Server};
+use poem::EndpointExt;
 use secrecy::ExposeSecret;
 
 use crate::access_tokens::TokenIssuer;
@@ -37,6 +38,8 @@ pub struct Application {
     restored: Latch,
     resync_interval: Duration,
     watch_interval: Duration,
+    connections: ConnectionLimits,
+    fds: u64,
     shutdown_grace: Duration,
 }
 
@@ -155,6 +158,8 @@ impl Application {
             restored,
             resync_interval: settings.revocation_resync_interval,
             watch_interval: settings.revocation_watch_interval,
+            connections: settings.connections.clone(),
+            fds: auth_core::server::raise_fd_limit(),
             shutdown_grace: settings.shutdown_grace,
         })
     }
@@ -193,11 +198,23 @@ impl Application {
                 readiness.set_draining();
             }
         };
-        let public = Server::new_with_acceptor(self.public.acceptor)
-            .name("public")
-            .run_with_graceful_shutdown(app, draining, Some(self.shutdown_grace));
-        let admin =
-            auth_core::admin::serve(self.admin, self.registry, self.state.readiness.clone(), shutdown);
+        let [public_connections, admin_connections] =
+            ListenerMetrics::register(&self.registry, ["public", "admin"])?;
+        let public = auth_core::server::serve(
+            self.public.listener,
+            app,
+            self.connections.within_fds(self.fds),
+            public_connections,
+            draining,
+            Some(self.shutdown_grace),
+        );
+        let admin = auth_core::admin::serve(
+            self.admin,
+            self.registry,
+            self.state.readiness.clone(),
+            (admin_connections, self.fds),
+            shutdown,
+        );
         tokio::try_join!(public, admin)?;
         Ok(())
     }

@@ -4,6 +4,7 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use auth_core::readiness::Readiness;
+use auth_core::server::ListenerMetrics;
 use auth_core::settings::{SettingsError, SettingsSource};
 use auth_core::{admin, listener, shutdown};
 use clap::{Parser, Subcommand};
@@ -104,12 +105,17 @@ pub async fn run(cli: Cli, settings: Settings) -> i32 {
     let (stop_admin, admin_shutdown) = shutdown::channel();
     let admin_task = match &settings.admin_listen {
         Some(addr) => match listener::bind("admin", addr).await {
-            Ok(bound) => Some(tokio::spawn(admin::serve(
-                bound,
-                registry.clone(),
-                readiness.clone(),
-                admin_shutdown,
-            ))),
+            Ok(bound) => {
+                let [connections] = ListenerMetrics::register(&registry, ["admin"])
+                    .expect("listener metrics are registered once");
+                Some(tokio::spawn(admin::serve(
+                    bound,
+                    registry.clone(),
+                    readiness.clone(),
+                    (connections, auth_core::server::raise_fd_limit()),
+                    admin_shutdown,
+                )))
+            }
             Err(error) => return fail(&cli.command, &Error::Unavailable(error.to_string()), 0.0),
         },
         None => None,

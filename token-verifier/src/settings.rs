@@ -4,6 +4,7 @@ use std::path::PathBuf;
 use std::str::FromStr;
 use std::time::Duration;
 
+use auth_core::server::ConnectionLimits;
 use auth_core::settings::{Environment, SettingsError, Validate};
 use auth_core::telemetry::LogFormat;
 use secrecy::{ExposeSecret, SecretString};
@@ -108,6 +109,8 @@ pub struct Settings {
     pub cache_size: usize,
     /// Log every request (off by default: a sidecar sees every request of its app).
     pub access_log: bool,
+    /// Connection limits of the forward-auth or proxy listener.
+    pub connections: ConnectionLimits,
     /// How long in-flight requests may finish after SIGTERM.
     #[serde(with = "humantime_serde")]
     pub shutdown_grace: Duration,
@@ -148,6 +151,7 @@ impl Default for Settings {
             fail_open: false,
             cache_size: 10_000,
             access_log: false,
+            connections: ConnectionLimits::default(),
             shutdown_grace: Duration::from_secs(5),
             environment: Environment::Development,
             log_format: LogFormat::Json,
@@ -204,6 +208,9 @@ impl Validate for Settings {
                 "VERIFIER_ISSUER",
                 "issuer and audience must be set",
             ));
+        }
+        if let Some(problem) = self.connections.problem() {
+            return Err(SettingsError::new("VERIFIER_CONNECTIONS", problem));
         }
         if self.jwks_refetch_cooldown > Duration::from_secs(5) {
             return Err(SettingsError::new(

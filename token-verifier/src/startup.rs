@@ -11,9 +11,10 @@ use auth_core::metrics::register_computed_gauge;
 use auth_core::readiness::{Latch, Readiness};
 use auth_core::revocation::epoch::EpochCheck;
 use auth_core::revocation::{FollowerStatus, IndexCheck, RedisKeys, RevocationIndex, StreamFollower};
+use auth_core::server::{ConnectionLimits, ListenerMetrics};
 use auth_core::shutdown::{self, Shutdown};
 use auth_core::token::{TokenValidator, ValidatorSettings};
-use poem::{Endpoint, EndpointExt, IntoEndpoint, Response, Server};
+use poem::{Endpoint, EndpointExt, IntoEndpoint, Response};
 use secrecy::ExposeSecret;
 
 use crate::cache::TokenCache;
@@ -36,6 +37,8 @@ pub struct Verifier {
     keys_loaded: Latch,
     follower: Option<StreamFollower>,
     refresh_interval: Duration,
+    connections: ConnectionLimits,
+    fds: u64,
     shutdown_grace: Duration,
 }
 
@@ -151,6 +154,8 @@ impl Verifier {
             keys_loaded,
             follower,
             refresh_interval: settings.jwks_refresh_interval,
+            connections: settings.connections.clone(),
+            fds: auth_core::server::raise_fd_limit(),
             shutdown_grace: settings.shutdown_grace,
         })
     }
@@ -183,10 +188,23 @@ impl Verifier {
                 readiness.set_draining();
             }
         };
-        let public = Server::new_with_acceptor(self.public.acceptor)
-            .name("public")
-            .run_with_graceful_shutdown(self.app, draining, Some(self.shutdown_grace));
-        let admin = auth_core::admin::serve(self.admin, self.registry, self.readiness, shutdown);
+        let [public_connections, admin_connections] =
+            ListenerMetrics::register(&self.registry, ["public", "admin"])?;
+        let public = auth_core::server::serve(
+            self.public.listener,
+            self.app,
+            self.connections.within_fds(self.fds),
+            public_connections,
+            draining,
+            Some(self.shutdown_grace),
+        );
+        let admin = auth_core::admin::serve(
+            self.admin,
+            self.registry,
+            self.readiness,
+            (admin_connections, self.fds),
+            shutdown,
+        );
         tokio::try_join!(public, admin)?;
         Ok(())
     }
