@@ -30,7 +30,7 @@ pub async fn serve(
     (connections, fds): (ListenerMetrics, u64),
     shutdown: Shutdown,
 ) -> std::io::Result<()> {
-    let limits = ConnectionLimits::admin().within_fds(fds);
+    let limits = ConnectionLimits::admin().within_fds(fds, 1);
     crate::server::serve(
         listener.listener,
         routes(registry, readiness),

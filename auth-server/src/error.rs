@@ -286,7 +286,7 @@ impl From<bb8::RunError<redis::RedisError>> for ApiError {
 impl From<crate::passwords::HashError> for ApiError {
     fn from(error: crate::passwords::HashError) -> Self {
         match error {
-            crate::passwords::HashError::Busy => ApiError::Busy { retry_after: 1 },
+            crate::passwords::HashError::Busy { retry_after } => ApiError::Busy { retry_after },
             crate::passwords::HashError::Failed(reason) => ApiError::Unexpected(anyhow::anyhow!(reason)),
         }
     }

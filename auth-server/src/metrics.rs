@@ -23,6 +23,8 @@ pub struct ServerMetrics {
     pub token_rejections: IntCounterVec,
     /// Password hashes running or waiting.
     pub hash_queue_depth: IntGauge,
+    /// Password hash jobs by outcome (`hashed`, `refused`, `abandoned`).
+    pub hash_jobs: IntCounterVec,
 }
 
 fn counter(registry: &Registry, name: &str, help: &str, label: &str) -> prometheus::Result<IntCounterVec> {
@@ -70,6 +72,12 @@ impl ServerMetrics {
                 "reason",
             )?,
             hash_queue_depth,
+            hash_jobs: counter(
+                registry,
+                "password_hash_jobs_total",
+                "Password hash jobs by outcome: hashed, refused (queue full or past the deadline), abandoned (the client left)",
+                "outcome",
+            )?,
         })
     }
 }

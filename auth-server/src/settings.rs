@@ -63,6 +63,10 @@ pub struct Settings {
     pub hash_concurrency: usize,
     /// Hash requests allowed to wait; beyond it the server answers 503 with `Retry-After`.
     pub hash_queue_limit: usize,
+    /// The longest a hash request may wait for its turn; one expected to wait longer is refused
+    /// at once, and one still waiting at the deadline is dropped unhashed.
+    #[serde(with = "humantime_serde")]
+    pub hash_max_wait: Duration,
     /// Largest request body, in bytes.
     pub max_body_bytes: usize,
     /// Connection limits of the public listener.
@@ -191,6 +195,7 @@ impl Default for Settings {
             bcrypt_cost: 12,
             hash_concurrency: 0,
             hash_queue_limit: 256,
+            hash_max_wait: Duration::from_secs(3),
             max_body_bytes: 64 * 1024,
             connections: ConnectionLimits::default(),
             trusted_proxy_hops: 0,
@@ -276,6 +281,7 @@ impl Validate for Settings {
         positive("AUTH_REFRESH_TOKEN_TTL", self.refresh_token_ttl)?;
         positive("AUTH_SESSION_CACHE_TTL", self.session_cache_ttl)?;
         positive("AUTH_KNOWN_SOURCE_WINDOW", self.known_source_window)?;
+        positive("AUTH_HASH_MAX_WAIT", self.hash_max_wait)?;
         if let Some(problem) = self.connections.problem() {
             return Err(SettingsError::new("AUTH_CONNECTIONS", problem));
         }

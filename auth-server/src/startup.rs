@@ -86,10 +86,10 @@ impl Application {
             let (cost, concurrency, queue) = (
                 settings.bcrypt_cost,
                 settings.effective_hash_concurrency(),
-                settings.hash_queue_limit,
+                (settings.hash_queue_limit, settings.hash_max_wait),
             );
-            let depth = metrics.hash_queue_depth.clone();
-            tokio::task::spawn_blocking(move || PasswordHasher::new(cost, concurrency, queue, depth))
+            let gauges = (metrics.hash_queue_depth.clone(), metrics.hash_jobs.clone());
+            tokio::task::spawn_blocking(move || PasswordHasher::new(cost, concurrency, queue, gauges))
                 .await??
         };
 
@@ -203,7 +203,7 @@ impl Application {
         let public = auth_core::server::serve(
             self.public.listener,
             app,
-            self.connections.within_fds(self.fds),
+            self.connections.within_fds(self.fds, 1),
             public_connections,
             draining,
             Some(self.shutdown_grace),

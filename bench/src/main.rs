@@ -1,7 +1,8 @@
 //! `platform-bench`: measures the platform on this machine against real PostgreSQL and Redis.
-//! Run it with `cargo run --release -p platform-bench -- <server|verifier|restore>`.
+//! Run it with `cargo run --release -p platform-bench -- <server|verifier|restore|hostile>`.
 
 mod ceiling;
+mod hostile;
 mod load;
 mod platform;
 mod restore;
@@ -31,6 +32,8 @@ enum Target {
     Verifier,
     /// Redis flushed: the server's restore of 100,000 revocations and a new sidecar's readiness.
     Restore,
+    /// Hostile load: memory per connection, the connection cap, memory after a flood, recovery.
+    Hostile,
     /// (internal) the trivial ceiling server.
     #[command(hide = true)]
     CeilingTrivial { listen: String },
@@ -52,6 +55,7 @@ fn main() -> anyhow::Result<()> {
             Target::Server => server::run(Duration::from_secs(cli.seconds)).await,
             Target::Verifier => verifier::run(Duration::from_secs(cli.seconds)).await,
             Target::Restore => restore::run().await,
+            Target::Hostile => hostile::run().await,
             Target::CeilingTrivial { listen } => ceiling::serve_trivial(listen).await,
             Target::CeilingSignature { listen, jwks, check } => {
                 ceiling::serve_signature_only(listen, jwks, check).await

@@ -186,8 +186,8 @@ impl Measured {
 /// What a serving process is: its address and its pid.
 #[derive(Clone, Copy)]
 pub(crate) struct Target {
-    addr: SocketAddr,
-    pid: u32,
+    pub(crate) addr: SocketAddr,
+    pub(crate) pid: u32,
 }
 
 async fn measured(
@@ -263,7 +263,7 @@ async fn interleave<const N: usize>(
         .map_err(|_| anyhow::anyhow!("no rounds were measured"))
 }
 
-fn rss_mib(pid: u32) -> f64 {
+pub(crate) fn rss_mib(pid: u32) -> f64 {
     std::fs::read_to_string(format!("/proc/{pid}/status"))
         .ok()
         .and_then(|status| {

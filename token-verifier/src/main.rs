@@ -1,6 +1,10 @@
 //! `token-verifier`: the sidecar in front of every service.
 
 use auth_core::cli::{ServiceArgs, run_service};
+
+// jemalloc gives the memory of a connection flood back within a second (glibc kept 20 MiB).
+#[global_allocator]
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 use token_verifier::settings::{ENV_PREFIX, Settings, UNPREFIXED};
 use token_verifier::startup::Verifier;
 

@@ -39,6 +39,8 @@ pub struct Verifier {
     refresh_interval: Duration,
     connections: ConnectionLimits,
     fds: u64,
+    // A proxied request holds a second descriptor, towards the app.
+    fds_per_connection: usize,
     shutdown_grace: Duration,
 }
 
@@ -156,6 +158,7 @@ impl Verifier {
             refresh_interval: settings.jwks_refresh_interval,
             connections: settings.connections.clone(),
             fds: auth_core::server::raise_fd_limit(),
+            fds_per_connection: if settings.upstream.is_some() { 2 } else { 1 },
             shutdown_grace: settings.shutdown_grace,
         })
     }
@@ -193,7 +196,7 @@ impl Verifier {
         let public = auth_core::server::serve(
             self.public.listener,
             self.app,
-            self.connections.within_fds(self.fds),
+            self.connections.within_fds(self.fds, self.fds_per_connection),
             public_connections,
             draining,
             Some(self.shutdown_grace),

@@ -51,11 +51,13 @@ struct Activity {
 }
 
 impl Activity {
+    /// A new connection owes its first request head from the moment it is accepted: a silent
+    /// connection is closed at the header deadline, not after an idle one.
     fn new() -> Self {
         Self {
             started: Instant::now(),
             last_io: AtomicU64::new(0),
-            head_started: AtomicU64::new(NONE),
+            head_started: AtomicU64::new(0),
             in_flight: AtomicUsize::new(0),
         }
     }

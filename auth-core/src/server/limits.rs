@@ -14,7 +14,8 @@ const RESERVED_FDS: usize = 128;
 pub struct ConnectionLimits {
     /// Connections served at once; one more is answered 503 and closed.
     pub max_connections: usize,
-    /// The longest a request's headers may take to arrive, from their first byte.
+    /// The longest a request's headers may take to arrive: from the connection's start for its
+    /// first request, from their first byte for the next ones.
     #[serde(with = "humantime_serde")]
     pub header_timeout: Duration,
     /// The longest a keep-alive connection may sit idle between requests.
@@ -51,12 +52,13 @@ impl ConnectionLimits {
         }
     }
 
-    /// These limits with the connection cap kept below the file descriptors the process has.
-    pub fn within_fds(mut self, fds: u64) -> Self {
+    /// These limits with the connection cap kept below the file descriptors the process has, each
+    /// connection taking `per_connection` of them (two for a proxy: the client's and the app's).
+    pub fn within_fds(mut self, fds: u64, per_connection: usize) -> Self {
         let usable = usize::try_from(fds)
             .unwrap_or(usize::MAX)
-            .saturating_sub(RESERVED_FDS)
-            .max(1);
+            .saturating_sub(RESERVED_FDS);
+        let usable = (usable / per_connection.max(1)).max(1);
         if self.max_connections > usable {
             tracing::warn!(
                 configured = self.max_connections,
