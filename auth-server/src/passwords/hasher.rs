@@ -250,20 +250,27 @@ mod tests {
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_job_whose_request_went_away_is_never_hashed() {
-        let hasher = PasswordHasher::new(12, 1, (100, Duration::from_secs(60)), metrics()).unwrap();
-        let jobs = (0..6).map(|_| {
-            let hasher = hasher.clone();
-            tokio::spawn(async move { hasher.hash("some password").await })
-        });
-        let jobs: Vec<_> = jobs.collect();
-        tokio::time::sleep(Duration::from_millis(50)).await;
+        let hasher = PasswordHasher::new(4, 1, (100, Duration::from_secs(60)), metrics()).unwrap();
+        // Every hashing slot is busy, so the jobs below wait in the queue.
+        let busy = hasher.permits.clone().acquire_owned().await.unwrap();
+        let jobs: Vec<_> = (0..6)
+            .map(|_| {
+                let hasher = hasher.clone();
+                tokio::spawn(async move { hasher.hash("some password").await })
+            })
+            .collect();
+        while hasher.depth.get() < 6 {
+            tokio::task::yield_now().await;
+        }
         for job in &jobs {
             job.abort();
         }
         for job in jobs {
             let _ = job.await;
         }
-        assert!(hasher.outcomes.hashed.get() <= 1, "only the one already running");
-        assert!(hasher.outcomes.abandoned.get() >= 5);
+        drop(busy);
+        assert_eq!(hasher.outcomes.hashed.get(), 0);
+        assert_eq!(hasher.outcomes.abandoned.get(), 6);
+        assert_eq!(hasher.depth.get(), 0);
     }
 }
