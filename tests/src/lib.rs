@@ -12,6 +12,7 @@ pub mod process;
 pub mod redis;
 pub mod server;
 pub mod service;
+pub mod tools;
 pub mod verifier;
 
 pub use postgres::{TestDatabase, empty_database, migrated_database};

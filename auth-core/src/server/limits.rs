@@ -5,6 +5,9 @@ use std::time::Duration;
 use prometheus::{IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry};
 use serde::Deserialize;
 
+/// Why a listener closes a connection on its own.
+pub(super) const CLOSE_REASONS: [&str; 3] = ["over_capacity", "header_timeout", "idle_timeout"];
+
 /// File descriptors kept out of the connection cap: pools, files, the process's own.
 const RESERVED_FDS: usize = 128;
 
@@ -137,6 +140,12 @@ impl ListenerMetrics {
         registry.register(Box::new(active.clone()))?;
         registry.register(Box::new(closed.clone()))?;
         registry.register(Box::new(failures.clone()))?;
+        // Every series exists from the start, so rate() and alerts see a zero, not nothing.
+        for name in names {
+            for reason in CLOSE_REASONS {
+                closed.with_label_values(&[name, reason]);
+            }
+        }
         Ok(names.map(|name| Self {
             active: active.with_label_values(&[name]),
             closed: closed.clone(),
