@@ -4,9 +4,11 @@
 
 pub mod binaries;
 pub mod command;
+pub mod containers;
 pub mod keys;
 pub mod nginx;
 pub mod paths;
+pub mod pods;
 pub mod postgres;
 pub mod process;
 pub mod redis;
