@@ -50,7 +50,7 @@ impl Nginx {
         let nginx = find_binary(
             "nginx",
             &["/usr/sbin".into()],
-            "install nginx (apt-get install -y nginx-light)",
+            "install nginx (apt-get install -y nginx)",
         );
         let dir = tempfile::Builder::new()
             .prefix("auth-platform-nginx-")
