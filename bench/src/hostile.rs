@@ -227,22 +227,7 @@ async fn auth_server_under_floods(redis: &RedisServer) -> anyhow::Result<(f64, D
     let per_connection = per_connection_kib(before, rss_mib(pid), CONNECTIONS);
     drop(idle);
     let url = format!("http://{addr}");
-    let impatient = reqwest::Client::builder()
-        .timeout(Duration::from_millis(300))
-        .build()?;
-    let flood = (0..60).map(|i| {
-        let (client, url) = (impatient.clone(), url.clone());
-        async move {
-            let body =
-                json!({ "email": format!("flood-{i}@example.com"), "password": "wrong horse battery" });
-            client
-                .post(format!("{url}/api/auth/login"))
-                .json(&body)
-                .send()
-                .await
-        }
-    });
-    futures_util::future::join_all(flood).await;
+    platform_tests::floods::impatient_login_flood(&url, 60, Duration::from_millis(300)).await;
     let left = Instant::now();
     let patient = reqwest::Client::new();
     let body = json!({ "email": "nobody@example.com", "password": "wrong horse battery" });

@@ -5,6 +5,7 @@
 pub mod binaries;
 pub mod command;
 pub mod containers;
+pub mod floods;
 pub mod keys;
 pub mod nginx;
 pub mod paths;

@@ -286,24 +286,7 @@ async fn a_login_flood_from_clients_that_leave_is_not_hashed_and_logins_return_w
     ])
     .await;
     let url = format!("http://127.0.0.1:{port}");
-    let client = reqwest::Client::builder()
-        .timeout(Duration::from_millis(300))
-        .build()
-        .unwrap();
-    let flood = (0..60).map(|i| {
-        let client = client.clone();
-        let url = url.clone();
-        async move {
-            let body =
-                json!({ "email": format!("flood-{i}@example.com"), "password": "wrong horse battery" });
-            client
-                .post(format!("{url}/api/auth/login"))
-                .json(&body)
-                .send()
-                .await
-        }
-    });
-    futures_util::future::join_all(flood).await;
+    platform_tests::floods::impatient_login_flood(&url, 60, Duration::from_millis(300)).await;
     let left = Instant::now();
     let patient = reqwest::Client::new();
     let body = json!({ "email": "nobody@example.com", "password": "wrong horse battery" });

@@ -2,9 +2,10 @@
 
 use std::time::Duration;
 
+use auth_server::keys::SigningKey;
 use jsonwebtoken::Algorithm;
 use platform_tests::keys::TestKeys;
-use platform_tests::server::start;
+use platform_tests::server::{TestServer, start};
 use platform_tests::verifier::{start_verifier, verifier_settings};
 
 use crate::support::{fixture, fixture_with, settings_for};
@@ -35,6 +36,24 @@ async fn the_verifier_is_not_ready_until_keys_load() {
     assert_eq!(keys["status"], "pending");
 }
 
+/// Restarts `server` at the same address with a new key that sorts last, so it signs.
+async fn restart_with_a_new_key(server: TestServer, keys: &TestKeys) -> (TestServer, SigningKey) {
+    let rotated = keys.rotate("2026-06-01", Algorithm::ES256);
+    let (db, redis_url, listen) = (
+        server.db.clone(),
+        server.redis_url.clone(),
+        server.url.replace("http://", ""),
+    );
+    server.stop().await;
+    let dir = keys.dir();
+    let restarted = start(db, &redis_url, |s| {
+        s.keys_dir = Some(dir);
+        s.listen = listen;
+    })
+    .await;
+    (restarted, rotated)
+}
+
 #[tokio::test]
 async fn a_newly_published_key_is_accepted_without_a_restart() {
     let fx = fixture_with(Algorithm::RS256, |s| {
@@ -42,20 +61,7 @@ async fn a_newly_published_key_is_accepted_without_a_restart() {
     })
     .await;
     assert_eq!(fx.verifier.verify(&fx.user.access).await.status(), 200);
-    // The server restarts (same address) with a new key that sorts last, so it signs.
-    let rotated = fx.keys.rotate("2026-06-01", Algorithm::ES256);
-    let (db, redis_url, listen) = (
-        fx.server.db.clone(),
-        fx.server.redis_url.clone(),
-        fx.server.url.replace("http://", ""),
-    );
-    fx.server.stop().await;
-    let dir = fx.keys.dir();
-    let server = start(db, &redis_url, |s| {
-        s.keys_dir = Some(dir);
-        s.listen = listen;
-    })
-    .await;
+    let (server, rotated) = restart_with_a_new_key(fx.server, &fx.keys).await;
     let fresh = server.login(&fx.user).await;
     let header = fresh.access.split('.').next().unwrap();
     let header: serde_json::Value = {
@@ -131,19 +137,7 @@ async fn a_new_key_is_accepted_at_first_sight_while_junk_kids_flood_the_refetch(
         })
     };
     tokio::time::sleep(Duration::from_millis(300)).await;
-    let rotated = fx.keys.rotate("2026-06-01", Algorithm::ES256);
-    let (db, redis_url, listen) = (
-        fx.server.db.clone(),
-        fx.server.redis_url.clone(),
-        fx.server.url.replace("http://", ""),
-    );
-    fx.server.stop().await;
-    let dir = fx.keys.dir();
-    let server = start(db, &redis_url, |s| {
-        s.keys_dir = Some(dir);
-        s.listen = listen;
-    })
-    .await;
+    let (server, rotated) = restart_with_a_new_key(fx.server, &fx.keys).await;
     let fresh = server.login(&fx.user).await;
     assert!(fresh.access.len() > 10 && !rotated.kid.is_empty());
     // Its first request waits for the next refetch and is validated again with what it brought.
@@ -188,15 +182,17 @@ async fn the_last_good_keys_stay_in_use_when_the_jwks_is_unreachable() {
     assert_eq!(ready.status(), 200, "keys already loaded stay good");
 }
 
+/// Writes the JWKS publishing `keys` to `path`, as a mounted ConfigMap would change.
+fn write_jwks(path: &std::path::Path, keys: &TestKeys) {
+    let ring = auth_server::keys::KeyRing::load(&keys.dir(), None).unwrap();
+    std::fs::write(path, serde_json::to_vec(ring.jwks()).unwrap()).unwrap();
+}
+
 #[tokio::test]
 async fn a_mounted_jwks_file_is_reloaded_when_it_changes() {
     let fx = fixture().await;
     let file = tempfile::NamedTempFile::new().unwrap();
-    let write_jwks = |keys: &TestKeys| {
-        let ring = auth_server::keys::KeyRing::load(&keys.dir(), None).unwrap();
-        std::fs::write(file.path(), serde_json::to_vec(ring.jwks()).unwrap()).unwrap();
-    };
-    write_jwks(&fx.keys);
+    write_jwks(file.path(), &fx.keys);
     let mut settings = settings_for(&fx.server, |_| {});
     settings.jwks_url = None;
     settings.jwks_path = Some(file.path().to_path_buf());
@@ -206,7 +202,7 @@ async fn a_mounted_jwks_file_is_reloaded_when_it_changes() {
     let other = TestKeys::new(Algorithm::EdDSA);
     let token = other.sign(&other.header(), &fx.claims());
     assert_eq!(verifier.verify(&token).await.status(), 401);
-    write_jwks(&other);
+    write_jwks(file.path(), &other);
     verifier
         .wait_for_status(&token, 200, Duration::from_secs(10))
         .await;
@@ -230,11 +226,7 @@ async fn key_age_and_index_size_are_exposed() {
 async fn a_removed_key_takes_its_cached_tokens_with_it() {
     let fx = fixture().await;
     let file = tempfile::NamedTempFile::new().unwrap();
-    let write_jwks = |keys: &TestKeys| {
-        let ring = auth_server::keys::KeyRing::load(&keys.dir(), None).unwrap();
-        std::fs::write(file.path(), serde_json::to_vec(ring.jwks()).unwrap()).unwrap();
-    };
-    write_jwks(&fx.keys);
+    write_jwks(file.path(), &fx.keys);
     let mut settings = settings_for(&fx.server, |_| {});
     settings.jwks_url = None;
     settings.jwks_path = Some(file.path().to_path_buf());
@@ -243,7 +235,7 @@ async fn a_removed_key_takes_its_cached_tokens_with_it() {
         assert_eq!(verifier.verify(&fx.user.access).await.status(), 200, "cached");
     }
     // The key is withdrawn (compromised, or rotated out): its tokens stop passing, cached or not.
-    write_jwks(&TestKeys::new(Algorithm::ES256));
+    write_jwks(file.path(), &TestKeys::new(Algorithm::ES256));
     verifier
         .wait_for_status(&fx.user.access, 401, Duration::from_secs(10))
         .await;
