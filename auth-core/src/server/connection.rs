@@ -261,9 +261,11 @@ pub(super) async fn serve(connection: Connection) {
     let mut builder = hyper::server::conn::http1::Builder::new();
     builder
         .timer(TokioTimer::new())
-        // The watchdog below keeps the header and idle deadlines apart; hyper's own header timer
-        // would also close idle keep-alive connections at the header deadline.
-        .header_read_timeout(None)
+        // The watchdog below keeps the header and idle deadlines apart (hyper's header timer runs
+        // from the moment a connection waits for a head, idle or not). Hyper's timer at the idle
+        // deadline still bounds a head that began arriving while the previous request was being
+        // served (pipelined), which the watchdog cannot tell from that request's body.
+        .header_read_timeout(limits.idle_timeout)
         .max_buf_size(limits.max_header_bytes.max(8192))
         .max_header_size(limits.max_header_bytes)
         .keep_alive(true);
