@@ -25,10 +25,17 @@ const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
 /// At most one warning per this long about failing accepts.
 const ACCEPT_WARNING_EVERY: Duration = Duration::from_secs(10);
 
-/// The answer to a connection beyond the cap, written without waiting and followed by a close.
-const OVER_CAPACITY: &[u8] = b"HTTP/1.1 503 Service Unavailable\r\nRetry-After: 1\r\n\
-Content-Type: application/problem+json\r\nContent-Length: 93\r\nConnection: close\r\n\r\n\
-{\"type\":\"urn:auth-platform:problem:overloaded\",\"title\":\"Service Unavailable\",\"status\":503}";
+/// The body of the answer to a connection beyond the cap (written without waiting, then closed).
+const OVER_CAPACITY: &str =
+    r#"{"type":"urn:auth-platform:problem:overloaded","title":"Service Unavailable","status":503}"#;
+
+fn over_capacity() -> String {
+    format!(
+        "HTTP/1.1 503 Service Unavailable\r\nRetry-After: 1\r\nContent-Type: application/problem+json\r\n\
+         Content-Length: {}\r\nConnection: close\r\n\r\n{OVER_CAPACITY}",
+        OVER_CAPACITY.len()
+    )
+}
 
 /// Errors that mean the process (or system) is out of a resource, not that one client failed.
 fn is_exhaustion(error: &std::io::Error) -> bool {
@@ -79,7 +86,7 @@ where
                         }
                         Err(_) => {
                             metrics.closed("over_capacity");
-                            let _ = stream.try_write(OVER_CAPACITY);
+                            let _ = stream.try_write(over_capacity().as_bytes());
                         }
                     }
                 }
