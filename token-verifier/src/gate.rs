@@ -183,9 +183,9 @@ impl Gate {
             }
             Err(()) => return Decision::Unavailable,
         }
-        let methods = methods(method, query, headers, self.body_method_overrides);
+        let methods = || methods(method, query, headers, self.body_method_overrides);
         let roles = &verified.token.claims.roles;
-        for required in self.rules.required_roles(&methods, path) {
+        for required in self.rules.required_roles(methods, path) {
             if !roles.iter().any(|role| required.contains(role)) {
                 self.metrics.rejections.with_label_values(&["missing_role"]).inc();
                 return Decision::Forbidden;

@@ -100,12 +100,20 @@ impl Rules {
     }
 
     /// The role sets a request must each satisfy (any one role of each): the most specific rule
-    /// for every method the app may treat it as.
-    pub fn required_roles(&self, methods: &Methods, path: &CanonicalPath) -> Vec<&[String]> {
+    /// for every method the app may treat it as. `methods` is asked only when a rule covers the
+    /// path: most requests pass through with no rule at all, and reading overrides costs.
+    pub fn required_roles(&self, methods: impl FnOnce() -> Methods, path: &CanonicalPath) -> Vec<&[String]> {
+        if self.rules.is_empty() {
+            return Vec::new();
+        }
         let key = fold(path.decoded.clone(), self.case_sensitive);
+        if !self.rules.iter().any(|rule| covers(&rule.key, &key)) {
+            return Vec::new();
+        }
         // A method no rule names stands for every other method.
         let unnamed = String::new();
-        let candidates: Vec<&String> = match methods {
+        let methods = methods();
+        let candidates: Vec<&String> = match &methods {
             Methods::Named(named) => named.iter().collect(),
             Methods::Any => self
                 .rules
@@ -171,36 +179,36 @@ mod tests {
         .unwrap();
         let reports = path("/admin/reports/1");
         assert_eq!(
-            rules.required_roles(&named(&["GET"]), &reports),
+            rules.required_roles(|| named(&["GET"]), &reports),
             [["auditor", "admin"]]
         );
         assert_eq!(
-            rules.required_roles(&named(&["HEAD"]), &reports),
+            rules.required_roles(|| named(&["HEAD"]), &reports),
             [["auditor", "admin"]],
             "GET rules cover HEAD"
         );
-        assert_eq!(rules.required_roles(&named(&["POST"]), &reports), [["admin"]]);
+        assert_eq!(rules.required_roles(|| named(&["POST"]), &reports), [["admin"]]);
         assert_eq!(
-            rules.required_roles(&named(&["POST"]), &path("/ADMIN/Reports/1")),
+            rules.required_roles(|| named(&["POST"]), &path("/ADMIN/Reports/1")),
             [["admin"]],
             "role rules match in any case"
         );
-        let any = rules.required_roles(&Methods::Any, &reports);
+        let any = rules.required_roles(|| Methods::Any, &reports);
         assert_eq!(any.len(), 2, "the rules of every method apply");
         assert!(any.contains(&&["admin".to_owned()][..]));
-        assert!(rules.required_roles(&named(&["GET"]), &path("/app")).is_empty());
+        assert!(rules.required_roles(|| named(&["GET"]), &path("/app")).is_empty());
     }
 
     #[test]
     fn an_override_cannot_escape_a_method_scoped_rule() {
         let rules = Rules::new(&[], &[rule("/reports", &["delete"], &["admin"])], false).unwrap();
         let reports = path("/reports/1");
-        assert!(rules.required_roles(&named(&["POST"]), &reports).is_empty());
+        assert!(rules.required_roles(|| named(&["POST"]), &reports).is_empty());
         assert_eq!(
-            rules.required_roles(&named(&["POST", "DELETE"]), &reports),
+            rules.required_roles(|| named(&["POST", "DELETE"]), &reports),
             [["admin"]]
         );
-        assert_eq!(rules.required_roles(&Methods::Any, &reports), [["admin"]]);
+        assert_eq!(rules.required_roles(|| Methods::Any, &reports), [["admin"]]);
     }
 
     #[test]
@@ -208,6 +216,10 @@ mod tests {
         assert!(Rules::new(&["/%61dmin".into()], &[], false).is_err());
         assert!(Rules::new(&[], &[rule("/a/../b", &[], &["x"])], false).is_err());
         let exact = Rules::new(&[], &[rule("/Admin", &[], &["admin"])], true).unwrap();
-        assert!(exact.required_roles(&named(&["GET"]), &path("/admin")).is_empty());
+        assert!(
+            exact
+                .required_roles(|| named(&["GET"]), &path("/admin"))
+                .is_empty()
+        );
     }
 }

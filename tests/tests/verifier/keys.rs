@@ -83,18 +83,21 @@ async fn a_newly_published_key_is_accepted_without_a_restart() {
     );
 }
 
+/// A well-formed token signed by a key nobody publishes, under a `kid` never seen before.
+fn junk_kid_token(header: &serde_json::Value, claims: &serde_json::Value) -> String {
+    let stranger = platform_tests::keys::foreign_key(Algorithm::RS256);
+    let mut header = header.clone();
+    header["kid"] = serde_json::json!(stranger.kid);
+    platform_tests::keys::sign_raw_with(&stranger, &header.to_string(), &claims.to_string())
+}
+
 #[tokio::test]
 async fn unknown_kids_share_refetches_at_most_one_per_cooldown() {
     let fx = fixture_with(Algorithm::RS256, |s| {
         s.jwks_refetch_cooldown = Duration::from_millis(500)
     })
     .await;
-    let junk = || {
-        let stranger = platform_tests::keys::foreign_key(Algorithm::RS256);
-        let mut header = fx.keys.header();
-        header["kid"] = serde_json::json!(stranger.kid);
-        platform_tests::keys::sign_raw_with(&stranger, &header.to_string(), &fx.claims().to_string())
-    };
+    let junk = || junk_kid_token(&fx.keys.header(), &fx.claims());
     let before = jwks_requests(&fx.server.metrics().await);
     let started = std::time::Instant::now();
     let tokens: Vec<String> = (0..20).map(|_| junk()).collect();
@@ -121,11 +124,7 @@ async fn a_new_key_is_accepted_at_first_sight_while_junk_kids_flood_the_refetch(
         tokio::spawn(async move {
             let client = reqwest::Client::new();
             loop {
-                let stranger = platform_tests::keys::foreign_key(Algorithm::RS256);
-                let mut header = keys.clone();
-                header["kid"] = serde_json::json!(stranger.kid);
-                let token =
-                    platform_tests::keys::sign_raw_with(&stranger, &header.to_string(), &claims.to_string());
+                let token = junk_kid_token(&keys, &claims);
                 let _ = client
                     .get(format!("{url}/verify"))
                     .header("x-original-method", "GET")

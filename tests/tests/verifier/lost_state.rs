@@ -46,6 +46,11 @@ async fn ready_status(verifier: &TestVerifier) -> u16 {
         .as_u16()
 }
 
+/// A server on a new migrated database (see [`server_on`]).
+async fn fresh_server(redis_url: &str, keys: &TestKeys, watch: Duration) -> TestServer {
+    server_on(migrated_database().await, redis_url, keys, watch).await
+}
+
 /// A server on `db`/`redis_url` with keys from `keys`; `watch` is how often it looks at Redis.
 async fn server_on(
     db: platform_tests::TestDatabase,
@@ -67,13 +72,7 @@ async fn a_sidecar_started_after_a_flush_waits_for_the_restore_and_never_accepts
     let keys = TestKeys::new(Algorithm::RS256);
     let redis = test_redis();
     // This server never notices the flush: only a later restore may make a sidecar ready.
-    let blind = server_on(
-        migrated_database().await,
-        &redis.url,
-        &keys,
-        Duration::from_secs(3600),
-    )
-    .await;
+    let blind = fresh_server(&redis.url, &keys, Duration::from_secs(3600)).await;
     let revoked = logged_out(&blind).await;
     let valid = blind.new_user().await;
     flush(&blind).await;
@@ -118,13 +117,7 @@ async fn a_sidecar_started_after_a_flush_waits_for_the_restore_and_never_accepts
 async fn a_running_sidecar_fails_closed_when_the_state_stays_lost_and_recovers_with_the_restore() {
     let keys = TestKeys::new(Algorithm::RS256);
     let redis = test_redis();
-    let blind = server_on(
-        migrated_database().await,
-        &redis.url,
-        &keys,
-        Duration::from_secs(3600),
-    )
-    .await;
+    let blind = fresh_server(&redis.url, &keys, Duration::from_secs(3600)).await;
     let valid = blind.new_user().await;
     let sidecar = start_verifier(
         settings_for(&blind, |s| s.redis_grace = Duration::from_millis(500)),
@@ -157,13 +150,7 @@ async fn a_running_sidecar_fails_closed_when_the_state_stays_lost_and_recovers_w
 async fn a_flush_during_a_restore_is_noticed_and_the_restore_runs_again() {
     let keys = TestKeys::new(Algorithm::RS256);
     let redis = test_redis();
-    let server = server_on(
-        migrated_database().await,
-        &redis.url,
-        &keys,
-        Duration::from_millis(50),
-    )
-    .await;
+    let server = fresh_server(&redis.url, &keys, Duration::from_millis(50)).await;
     // Enough revocations that a restore takes a while, the real one written last.
     sqlx::query(
         "INSERT INTO revoked_tokens (kind, value, expires_at, reason) \
@@ -268,13 +255,7 @@ async fn the_restore_protocol_survives_every_interleaving() {
 async fn two_servers_restore_a_flushed_redis_together() {
     let keys = TestKeys::new(Algorithm::RS256);
     let redis = test_redis();
-    let one = server_on(
-        migrated_database().await,
-        &redis.url,
-        &keys,
-        Duration::from_millis(20),
-    )
-    .await;
+    let one = fresh_server(&redis.url, &keys, Duration::from_millis(20)).await;
     let two = server_on(one.db.clone(), &redis.url, &keys, Duration::from_millis(20)).await;
     let revoked = logged_out(&one).await;
     for _ in 0..5 {
@@ -289,13 +270,7 @@ async fn two_servers_restore_a_flushed_redis_together() {
 async fn redis_restarted_empty_under_load_revives_no_revoked_token() {
     let keys = TestKeys::new(Algorithm::RS256);
     let mut redis = RedisServer::start();
-    let server = server_on(
-        migrated_database().await,
-        &redis.url(0),
-        &keys,
-        Duration::from_millis(250),
-    )
-    .await;
+    let server = fresh_server(&redis.url(0), &keys, Duration::from_millis(250)).await;
     let mut revoked = Vec::new();
     for _ in 0..5 {
         revoked.push(logged_out(&server).await.access);
@@ -356,13 +331,7 @@ async fn redis_restarted_empty_under_load_revives_no_revoked_token() {
 async fn redis_restarted_from_an_older_snapshot_is_restored_under_a_new_epoch() {
     let keys = TestKeys::new(Algorithm::RS256);
     let mut redis = RedisServer::start();
-    let server = server_on(
-        migrated_database().await,
-        &redis.url(0),
-        &keys,
-        Duration::from_millis(100),
-    )
-    .await;
+    let server = fresh_server(&redis.url(0), &keys, Duration::from_millis(100)).await;
     let mut conn = server.redis().await;
     let names = RedisKeys::default();
     let before = epoch::read(&mut conn, &names).await.unwrap();
