@@ -1,6 +1,5 @@
 //! Issuing access tokens.
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use auth_core::revocation::unix_now;
@@ -8,7 +7,7 @@ use auth_core::token::{AccessClaims, TOKEN_TYPE};
 use jsonwebtoken::Header;
 use uuid::Uuid;
 
-use crate::keys::KeyRing;
+use crate::keys::SharedKeys;
 
 /// Who a token is for: the identity the verifier forwards to apps.
 #[derive(Debug, Clone)]
@@ -39,7 +38,7 @@ pub struct IssuedToken {
 /// Signs access tokens with the key ring's active key.
 #[derive(Clone)]
 pub struct TokenIssuer {
-    keys: Arc<KeyRing>,
+    keys: SharedKeys,
     issuer: String,
     audience: String,
     ttl: Duration,
@@ -47,7 +46,7 @@ pub struct TokenIssuer {
 
 impl TokenIssuer {
     /// An issuer for `iss`/`aud` whose tokens live `ttl`.
-    pub fn new(keys: Arc<KeyRing>, issuer: &str, audience: &str, ttl: Duration) -> Self {
+    pub fn new(keys: SharedKeys, issuer: &str, audience: &str, ttl: Duration) -> Self {
         Self {
             keys,
             issuer: issuer.to_owned(),
@@ -78,7 +77,8 @@ impl TokenIssuer {
             email_verified: identity.email_verified,
             roles: identity.roles.clone(),
         };
-        let key = self.keys.signing_key();
+        let ring = self.keys.load();
+        let key = ring.signing_key();
         let mut header = Header::new(key.algorithm);
         header.typ = Some(TOKEN_TYPE.to_owned());
         header.kid = Some(key.kid.clone());

@@ -5,6 +5,7 @@ use std::path::PathBuf;
 use auth_core::cli::{ServiceArgs, run_service};
 use clap::{Parser, Subcommand};
 
+use crate::cluster::key_commands;
 use crate::keys::{SigningKey, generate_pem, parse_algorithm};
 use crate::settings::{ENV_PREFIX, Settings, UNPREFIXED};
 use crate::startup::Application;
@@ -33,6 +34,23 @@ pub enum Command {
         /// The keys directory (AUTH_KEYS_DIR).
         dir: PathBuf,
     },
+    /// The signing keys kept in Kubernetes (AUTH_KUBERNETES__*): show, rotate or revoke them.
+    #[command(subcommand)]
+    Keys(KeysCommand),
+}
+
+/// What to do with the keys in Kubernetes.
+#[derive(Debug, Subcommand)]
+pub enum KeysCommand {
+    /// List the keys and their state.
+    Status,
+    /// Publish a new key now; it signs after the propagation delay.
+    Rotate,
+    /// Revoke a compromised key: its tokens are rejected everywhere and it leaves the JWKS at once.
+    Revoke {
+        /// The key's kid.
+        kid: String,
+    },
 }
 
 /// Runs the command line; never returns.
@@ -50,11 +68,26 @@ pub fn main() -> ! {
             }
         }
     }
+    let keys = match cli.command {
+        Some(Command::Keys(keys)) => Some(keys),
+        _ => None,
+    };
     let settings: Settings = cli
         .service
         .load(ENV_PREFIX, UNPREFIXED)
         .unwrap_or_else(|error| auth_core::settings::exit_bad_config(&error));
     auth_core::telemetry::init(settings.log_format, &settings.log_level);
+    if let Some(command) = keys {
+        run_service(async move {
+            let outcome = match command {
+                KeysCommand::Status => key_commands::status(&settings).await,
+                KeysCommand::Rotate => key_commands::rotate(&settings).await,
+                KeysCommand::Revoke { kid } => key_commands::revoke(&settings, &kid).await,
+            };
+            println!("{}", outcome?.trim_end());
+            Ok(())
+        })
+    }
     run_service(async move { Application::build(settings).await?.run_until_signalled().await })
 }
 

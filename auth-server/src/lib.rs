@@ -3,6 +3,7 @@
 pub mod access_tokens;
 pub mod api;
 pub mod cli;
+pub mod cluster;
 pub mod constraints;
 pub mod database;
 pub mod error;

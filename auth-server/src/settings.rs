@@ -35,6 +35,8 @@ pub struct Settings {
     pub keys_dir: Option<PathBuf>,
     /// The key that signs (file stem or `kid`); by default the file whose name sorts last.
     pub active_key: Option<String>,
+    /// Kubernetes mode: signing keys in a Secret, the sidecar injection webhook.
+    pub kubernetes: crate::cluster::KubernetesSettings,
     /// The algorithm of the ephemeral key: `RS256`, `ES256` or `EdDSA`.
     pub ephemeral_key_algorithm: String,
     /// Lifetime of an access token.
@@ -184,6 +186,7 @@ impl Default for Settings {
             audience: "auth-platform".to_owned(),
             keys_dir: None,
             active_key: None,
+            kubernetes: crate::cluster::KubernetesSettings::default(),
             ephemeral_key_algorithm: "RS256".to_owned(),
             access_token_ttl: Duration::from_secs(15 * 60),
             refresh_token_ttl: Duration::from_secs(30 * 24 * 3600),
@@ -266,11 +269,27 @@ impl Validate for Settings {
         if self.audience.is_empty() {
             return Err(SettingsError::new("AUTH_AUDIENCE", "must not be empty"));
         }
-        if self.environment == Environment::Production && self.keys_dir.is_none() {
-            return Err(SettingsError::new(
-                "AUTH_KEYS_DIR",
-                "is required in production (ephemeral keys would change on every restart)",
-            ));
+        match (self.kubernetes.enabled, &self.keys_dir) {
+            (true, Some(_)) => {
+                return Err(SettingsError::new(
+                    "AUTH_KEYS_DIR",
+                    "must not be set with AUTH_KUBERNETES__ENABLED (the keys live in a Secret then)",
+                ));
+            }
+            (false, None) if self.environment == Environment::Production => {
+                return Err(SettingsError::new(
+                    "AUTH_KEYS_DIR",
+                    "is required in production unless AUTH_KUBERNETES__ENABLED (ephemeral keys would change on every restart)",
+                ));
+            }
+            (true, None) => self.kubernetes.validate()?,
+            (false, _) if self.kubernetes.webhook.listen.is_some() => {
+                return Err(SettingsError::new(
+                    "AUTH_KUBERNETES__WEBHOOK__LISTEN",
+                    "needs AUTH_KUBERNETES__ENABLED",
+                ));
+            }
+            (false, _) => {}
         }
         crate::keys::parse_algorithm(&self.ephemeral_key_algorithm)
             .map_err(|problem| SettingsError::new("AUTH_EPHEMERAL_KEY_ALGORITHM", problem))?;

@@ -5,6 +5,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
+use arc_swap::ArcSwap;
 use auth_core::http::{HttpMetrics, RequestId};
 use auth_core::listener::{self, BoundListener};
 use auth_core::readiness::{Latch, Readiness};
@@ -12,12 +13,14 @@ use auth_core::redis::RedisCheck;
 use auth_core::revocation::RedisKeys;
 use auth_core::server::{ConnectionLimits, ListenerMetrics};
 use auth_core::settings::Environment;
-use auth_core::shutdown::{self, Shutdown};
+use auth_core::shutdown::{self, Shutdown, ShutdownTrigger};
 use auth_core::token::{TokenValidator, ValidatorSettings};
 use poem::EndpointExt;
 use secrecy::ExposeSecret;
 
 use crate::access_tokens::TokenIssuer;
+use crate::cluster::webhook::WebhookSettings;
+use crate::cluster::{self, Cluster};
 use crate::database::{self, DatabaseCheck, SchemaCheck};
 use crate::keys::{KeyRing, parse_algorithm};
 use crate::metrics::{PoolCollector, ServerMetrics};
@@ -41,6 +44,15 @@ pub struct Application {
     connections: ConnectionLimits,
     fds: u64,
     shutdown_grace: Duration,
+    kubernetes: Option<Kubernetes>,
+}
+
+/// Kubernetes mode's parts: the election and key schedule (running since `build`, stopped by
+/// `stop`) and the webhook, if configured.
+struct Kubernetes {
+    cluster: Cluster,
+    stop: ShutdownTrigger,
+    webhook: Option<(BoundListener, WebhookSettings)>,
 }
 
 fn load_keys(settings: &Settings) -> anyhow::Result<KeyRing> {
@@ -60,8 +72,37 @@ fn load_keys(settings: &Settings) -> anyhow::Result<KeyRing> {
 impl Application {
     /// Loads the keys, creates the (lazily connecting) pools and binds both listeners.
     pub async fn build(settings: Settings) -> anyhow::Result<Self> {
-        let keys = Arc::new(load_keys(&settings)?);
-        tracing::info!(kid = %keys.signing_key().kid, published = keys.jwks().keys.len(), "signing keys loaded");
+        let (keys, kubernetes) = match settings.kubernetes.enabled {
+            true => {
+                let (stop, cluster_shutdown) = shutdown::channel();
+                let (cluster, keys) = cluster::start(
+                    &settings.kubernetes,
+                    settings.revocation_retention(),
+                    cluster_shutdown,
+                )
+                .await?;
+                let webhook = match &settings.kubernetes.webhook.listen {
+                    Some(address) => Some((
+                        listener::bind("webhook", address).await?,
+                        settings.kubernetes.webhook.clone(),
+                    )),
+                    None => None,
+                };
+                (
+                    keys,
+                    Some(Kubernetes {
+                        cluster,
+                        stop,
+                        webhook,
+                    }),
+                )
+            }
+            false => {
+                let ring = load_keys(&settings)?;
+                tracing::info!(kid = %ring.signing_key().kid, published = ring.jwks().keys.len(), "signing keys loaded");
+                (Arc::new(ArcSwap::from_pointee(ring)), None)
+            }
+        };
         let db = database::pool(
             settings.database_options()?,
             settings.database_max_connections,
@@ -161,6 +202,7 @@ impl Application {
             connections: settings.connections.clone(),
             fds: auth_core::server::raise_fd_limit(),
             shutdown_grace: settings.shutdown_grace,
+            kubernetes,
         })
     }
 
@@ -198,8 +240,48 @@ impl Application {
                 readiness.set_draining();
             }
         };
-        let [public_connections, admin_connections] =
-            ListenerMetrics::register(&self.registry, ["public", "admin"])?;
+        let [public_connections, admin_connections, webhook_connections] =
+            ListenerMetrics::register(&self.registry, ["public", "admin", "webhook"])?;
+        let webhook_limits = (
+            self.connections.clone().within_fds(self.fds, 1),
+            webhook_connections,
+        );
+        let webhook_shutdown = shutdown.clone();
+        let webhook = async move {
+            let shutdown = webhook_shutdown;
+            let Some(Kubernetes {
+                cluster,
+                stop,
+                webhook,
+            }) = self.kubernetes
+            else {
+                return anyhow::Ok(());
+            };
+            let stopping = {
+                let shutdown = shutdown.clone();
+                async move {
+                    shutdown.wait().await;
+                    // Hands the Lease over at once instead of after a whole term.
+                    stop.trigger();
+                }
+            };
+            match webhook {
+                Some((listener, settings)) => {
+                    let serving = cluster::webhook::serve(
+                        &settings,
+                        listener,
+                        &cluster,
+                        webhook_limits,
+                        shutdown.clone(),
+                    );
+                    tokio::join!(serving, stopping).0
+                }
+                None => {
+                    stopping.await;
+                    Ok(())
+                }
+            }
+        };
         let public = auth_core::server::serve(
             self.public.listener,
             app,
@@ -215,7 +297,11 @@ impl Application {
             (admin_connections, self.fds),
             shutdown,
         );
-        tokio::try_join!(public, admin)?;
+        tokio::try_join!(
+            async { public.await.map_err(anyhow::Error::from) },
+            async { admin.await.map_err(anyhow::Error::from) },
+            webhook
+        )?;
         Ok(())
     }
 

@@ -10,7 +10,7 @@ use auth_core::token::TokenValidator;
 use sqlx::PgPool;
 
 use crate::access_tokens::TokenIssuer;
-use crate::keys::KeyRing;
+use crate::keys::SharedKeys;
 use crate::metrics::ServerMetrics;
 use crate::passwords::PasswordHasher;
 use crate::rate_limit::RateLimiter;
@@ -42,7 +42,7 @@ pub struct AppState {
     /// Redis key names.
     pub redis_keys: RedisKeys,
     /// Signing and verification keys.
-    pub keys: Arc<KeyRing>,
+    pub keys: SharedKeys,
     /// Signs access tokens.
     pub issuer: TokenIssuer,
     /// Verifies bearer tokens.

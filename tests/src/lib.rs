@@ -13,6 +13,7 @@ pub mod pods;
 pub mod postgres;
 pub mod process;
 pub mod redis;
+pub mod scripted_api;
 pub mod server;
 pub mod service;
 pub mod tools;

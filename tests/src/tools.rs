@@ -1,7 +1,7 @@
 //! The Kubernetes and container tools the deployment tests drive, installed by `scripts/test`
 //! (`ensure_kubernetes_tools`, `ensure_container_tools` in scripts/deps.sh).
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use crate::process::find_binary;
@@ -52,6 +52,31 @@ pub fn promtool() -> Command {
 /// `podman`, `buildah`, `mmdebstrap` or `strip`.
 pub fn container_tool(program: &str) -> Command {
     Command::new(find_binary(program, &["/usr/sbin".into()], CONTAINERS_HINT))
+}
+
+/// The repository's root.
+pub fn repository() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("the tests crate lives in the repository")
+        .to_path_buf()
+}
+
+/// The Helm chart.
+pub fn chart() -> PathBuf {
+    repository().join("charts/auth-platform")
+}
+
+/// The chart rendered as release `auth` in namespace `auth-platform` with a values file.
+pub fn render(values: &Path, extra: &[&str]) -> String {
+    output_of(
+        helm()
+            .args(["template", "auth", "--namespace", "auth-platform"])
+            .arg(chart())
+            .arg("-f")
+            .arg(values)
+            .args(extra),
+    )
 }
 
 /// Runs `command` and returns its stdout, panicking with its output when it fails.

@@ -4,21 +4,12 @@
 //! dashboard that only name metrics the programs export.
 
 use std::collections::BTreeSet;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
-use platform_tests::tools::{helm, kubectl, output_of, promtool, venv, yaml_documents};
+use platform_tests::tools::{
+    chart, helm, kubectl, output_of, promtool, render, repository, venv, yaml_documents,
+};
 use serde_json::Value;
-
-fn repository() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .unwrap()
-        .to_path_buf()
-}
-
-fn chart() -> PathBuf {
-    repository().join("charts/auth-platform")
-}
 
 /// Every `ci/*-values.yaml` scenario of the chart.
 fn scenarios() -> Vec<PathBuf> {
@@ -30,17 +21,6 @@ fn scenarios() -> Vec<PathBuf> {
     files.sort();
     assert!(files.len() >= 4, "{files:?}");
     files
-}
-
-fn render(values: &Path, extra: &[&str]) -> String {
-    output_of(
-        helm()
-            .args(["template", "auth", "--namespace", "auth-platform"])
-            .arg(chart())
-            .arg("-f")
-            .arg(values)
-            .args(extra),
-    )
 }
 
 fn kustomizations() -> Vec<PathBuf> {

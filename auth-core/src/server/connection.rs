@@ -20,6 +20,7 @@ use poem::{Addr, Body, Endpoint};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 use tokio::sync::OwnedSemaphorePermit;
+use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
 
 use super::{ConnectionLimits, ListenerMetrics, SharedEndpoint};
@@ -37,6 +38,8 @@ pub(super) struct Connection {
     pub stop: CancellationToken,
     /// Fired when the shutdown grace is over: close now.
     pub kill: CancellationToken,
+    /// TLS, when the listener speaks it.
+    pub tls: Option<TlsAcceptor>,
 }
 
 const NONE: u64 = u64::MAX;
@@ -225,6 +228,7 @@ pub(super) async fn serve(connection: Connection) {
         metrics,
         stop,
         kill,
+        tls,
     } = connection;
     metrics.opened();
     let activity = Arc::new(Activity::new());
@@ -235,18 +239,24 @@ pub(super) async fn serve(connection: Connection) {
         metrics: metrics.clone(),
     };
     let body_timeout = limits.body_timeout;
+    let scheme = if tls.is_some() {
+        Scheme::HTTPS
+    } else {
+        Scheme::HTTP
+    };
     let service = hyper::service::service_fn({
         let activity = activity.clone();
         move |request: hyper::Request<Incoming>| {
             activity.request_started();
             let in_flight = InFlight(activity.clone());
             let endpoint = endpoint.clone();
+            let scheme = scheme.clone();
             async move {
                 let mut request = poem::Request::from((
                     request,
                     LocalAddr(Addr::SocketAddr(local)),
                     RemoteAddr(Addr::SocketAddr(remote)),
-                    Scheme::HTTP,
+                    scheme,
                 ));
                 if has_body(&request) {
                     let body = request.take_body();
@@ -258,6 +268,36 @@ pub(super) async fn serve(connection: Connection) {
             }
         }
     });
+    match tls {
+        None => drive(io, service, activity, limits, metrics, stop, kill).await,
+        Some(acceptor) => {
+            // The handshake is part of the request head: it gets the header deadline.
+            match tokio::time::timeout(limits.header_timeout, acceptor.accept(io)).await {
+                Ok(Ok(io)) => drive(io, service, activity, limits, metrics, stop, kill).await,
+                Ok(Err(_)) => metrics.closed("tls_handshake"),
+                Err(_) => metrics.closed("header_timeout"),
+            }
+        }
+    }
+}
+
+/// The body of every response, as poem hands it to hyper.
+type ResponseBody = http_body_util::combinators::BoxBody<bytes::Bytes, io::Error>;
+
+/// Runs hyper on the (plain or TLS) stream under the watchdog.
+async fn drive<I, S>(
+    io: I,
+    service: S,
+    activity: Arc<Activity>,
+    limits: ConnectionLimits,
+    metrics: ListenerMetrics,
+    stop: CancellationToken,
+    kill: CancellationToken,
+) where
+    I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    S: hyper::service::HttpService<Incoming, ResBody = ResponseBody, Error = Infallible> + Send + 'static,
+    S::Future: Send + 'static,
+{
     let mut builder = hyper::server::conn::http1::Builder::new();
     builder
         .timer(TokioTimer::new())

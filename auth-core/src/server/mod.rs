@@ -15,6 +15,7 @@ use std::time::{Duration, Instant};
 use poem::{EndpointExt, IntoEndpoint, Response};
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
+pub use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
@@ -56,6 +57,39 @@ where
     E: IntoEndpoint,
     E::Endpoint: 'static,
 {
+    serve_with(listener, None, endpoint, limits, metrics, signal, grace).await
+}
+
+/// [`serve`] over TLS: the handshake must finish within the header deadline.
+pub async fn serve_tls<E>(
+    listener: TcpListener,
+    tls: TlsAcceptor,
+    endpoint: E,
+    limits: ConnectionLimits,
+    metrics: ListenerMetrics,
+    signal: impl Future<Output = ()>,
+    grace: Option<Duration>,
+) -> std::io::Result<()>
+where
+    E: IntoEndpoint,
+    E::Endpoint: 'static,
+{
+    serve_with(listener, Some(tls), endpoint, limits, metrics, signal, grace).await
+}
+
+async fn serve_with<E>(
+    listener: TcpListener,
+    tls: Option<TlsAcceptor>,
+    endpoint: E,
+    limits: ConnectionLimits,
+    metrics: ListenerMetrics,
+    signal: impl Future<Output = ()>,
+    grace: Option<Duration>,
+) -> std::io::Result<()>
+where
+    E: IntoEndpoint,
+    E::Endpoint: 'static,
+{
     let endpoint: SharedEndpoint = Arc::new(endpoint.into_endpoint().map_to_response().boxed());
     let local = listener.local_addr()?;
     let permits = Arc::new(Semaphore::new(limits.max_connections));
@@ -82,6 +116,7 @@ where
                                 metrics: metrics.clone(),
                                 stop: stop.clone(),
                                 kill: kill.clone(),
+                                tls: tls.clone(),
                             }));
                         }
                         Err(_) => {

@@ -30,7 +30,7 @@ async fn authenticate(req: &Request, _bearer: Bearer) -> poem::Result<VerifiedTo
     let token = bearer_token(req.headers()).map_err(|_| rejected("malformed_header"))?;
     let verified = state
         .validator
-        .validate(token, state.keys.verification_keys())
+        .validate(token, state.keys.load().verification_keys())
         .map_err(|error| rejected(error.label()))?;
     let revoked = match revoked_in_redis(state, &verified).await {
         Some(revoked) => revoked,

@@ -85,7 +85,7 @@ impl WellKnownApi {
     /// The public signing keys (JWKS)
     #[oai(path = "/.well-known/jwks.json", method = "get")]
     async fn jwks(&self) -> Result<JwksResponse, Errors<0>> {
-        let value = serde_json::to_value(self.state.keys.jwks()).map_err(anyhow::Error::from)?;
+        let value = serde_json::to_value(self.state.keys.load().jwks()).map_err(anyhow::Error::from)?;
         let document: JwkSetDocument = serde_json::from_value(value).map_err(anyhow::Error::from)?;
         Ok(JwksResponse::Ok(Json(document), "public, max-age=300".to_owned()))
     }
@@ -97,6 +97,7 @@ impl WellKnownApi {
         let algorithms = self
             .state
             .keys
+            .load()
             .algorithms()
             .iter()
             .map(|alg| {

@@ -2,14 +2,21 @@
 //! the JWKS, one of them signing.
 
 mod generate;
+pub mod rotation;
 
 use std::path::Path;
+use std::sync::Arc;
+
+use arc_swap::ArcSwap;
 
 use auth_core::token::KeySet;
 use jsonwebtoken::jwk::{Jwk, JwkSet, ThumbprintHash};
 use jsonwebtoken::{Algorithm, EncodingKey};
 
 pub use generate::generate_pem;
+
+/// The key ring in use, replaced whole when the managed key Secret changes.
+pub type SharedKeys = Arc<ArcSwap<KeyRing>>;
 
 /// Reads a PEM private key of one family.
 type PemParser = fn(&[u8]) -> jsonwebtoken::errors::Result<EncodingKey>;

@@ -54,6 +54,11 @@ impl Revoker {
         Revocation::token(jti, exp + i64::try_from(self.leeway.as_secs()).unwrap_or(0))
     }
 
+    /// Revokes every token signed by a key (a compromised one) that can still be live.
+    pub fn key(&self, kid: &str) -> Revocation {
+        Revocation::key(kid, self.horizon())
+    }
+
     /// Revokes every token of a session.
     pub fn session(&self, sid: Uuid) -> Revocation {
         Revocation::session(sid, self.horizon())

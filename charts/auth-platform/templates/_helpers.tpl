@@ -171,7 +171,10 @@ upstreamPort, serves metrics and health on verifier.ports.admin, and needs the v
 */}}
 {{- define "auth-platform.verifierSidecar" -}}
 {{- $v := .root.Values.verifier -}}
-{{- $jwks := default (printf "http://%s:%v/.well-known/jwks.json" (include "auth-platform.component" (dict "root" .root "component" "server")) .root.Values.server.ports.http) $v.jwksUrl -}}
+{{- $server := include "auth-platform.component" (dict "root" .root "component" "server") -}}
+{{- $host := ternary (printf "%s.%s.svc" $server .root.Release.Namespace) $server (default false .crossNamespace) -}}
+{{- $jwks := default (printf "http://%s:%v/.well-known/jwks.json" $host .root.Values.server.ports.http) $v.jwksUrl -}}
+{{- $fromConfigMap := and (eq $v.jwksSource "configMap") (not .crossNamespace) -}}
 - name: token-verifier
   image: {{ include "auth-platform.image" (dict "root" .root "name" "token-verifier") }}
   imagePullPolicy: {{ .root.Values.image.pullPolicy }}
@@ -182,8 +185,13 @@ upstreamPort, serves metrics and health on verifier.ports.admin, and needs the v
       value: {{ printf "0.0.0.0:%v" $v.ports.admin | quote }}
     - name: VERIFIER_UPSTREAM
       value: {{ printf "http://127.0.0.1:%v" (default $v.upstreamPort .upstreamPort) | quote }}
+    {{- if $fromConfigMap }}
+    - name: VERIFIER_JWKS_PATH
+      value: /var/run/auth-platform/jwks/jwks.json
+    {{- else }}
     - name: VERIFIER_JWKS_URL
       value: {{ $jwks | quote }}
+    {{- end }}
     - name: VERIFIER_ISSUER
       value: {{ .root.Values.server.issuer | quote }}
     - name: VERIFIER_AUDIENCE
@@ -235,6 +243,41 @@ upstreamPort, serves metrics and health on verifier.ports.admin, and needs the v
       readOnly: true
     - name: tmp
       mountPath: /tmp
+    {{- if $fromConfigMap }}
+    {{- /* The directory, never a subPath: a subPath mount never sees the ConfigMap change. */}}
+    - name: jwks
+      mountPath: /var/run/auth-platform/jwks
+      readOnly: true
+    {{- end }}
+{{- end -}}
+
+{{/* The volume of the JWKS ConfigMap, when the chart's sidecars read it */}}
+{{- define "auth-platform.jwksVolume" -}}
+{{- if eq .Values.verifier.jwksSource "configMap" }}
+- name: jwks
+  configMap:
+    name: {{ include "auth-platform.jwksConfigMap" . }}
+{{- end }}
+{{- end -}}
+
+{{/* Kubernetes mode's object names */}}
+{{- define "auth-platform.managedKeysSecret" -}}
+{{- include "auth-platform.component" (dict "root" . "component" "managed-keys") -}}
+{{- end -}}
+{{- define "auth-platform.jwksConfigMap" -}}
+{{- include "auth-platform.component" (dict "root" . "component" "jwks") -}}
+{{- end -}}
+{{- define "auth-platform.leaderLease" -}}
+{{- include "auth-platform.component" (dict "root" . "component" "leader") -}}
+{{- end -}}
+{{- define "auth-platform.webhookName" -}}
+{{- include "auth-platform.component" (dict "root" . "component" "injector") -}}
+{{- end -}}
+{{- define "auth-platform.webhookTlsSecret" -}}
+{{- include "auth-platform.component" (dict "root" . "component" "injector-tls") -}}
+{{- end -}}
+{{- define "auth-platform.managedKeys" -}}
+{{- if eq .Values.signingKeys.mode "kubernetes" }}true{{ end -}}
 {{- end -}}
 
 {{/* Role rules as the settings loader reads them from the environment (TOML inline tables) */}}
