@@ -150,9 +150,14 @@ fn every_container_runs_with_the_restricted_posture_and_no_secret_in_plain_sight
                 pod["seccompProfile"]["type"], "RuntimeDefault",
                 "{name} {workload}"
             );
+            // Only a server keeping its keys in Kubernetes talks to the API.
+            let kubernetes_mode = spec["containers"][0]["env"].as_array().is_some_and(|env| {
+                env.iter()
+                    .any(|var| var["name"] == "AUTH_KUBERNETES__ENABLED" && var["value"] == "true")
+            });
             assert!(
-                spec["automountServiceAccountToken"] == false,
-                "{name} {workload}: no API token"
+                spec["automountServiceAccountToken"] == Value::Bool(kubernetes_mode),
+                "{name} {workload}: an API token exactly where the API is used"
             );
             let containers = spec["containers"]
                 .as_array()
@@ -435,4 +440,108 @@ async fn alerts_and_dashboard_name_only_metrics_the_programs_export() {
         }
         assert!(exported.contains(name.as_str()), "{name} is not exported");
     }
+}
+
+fn env_value(container: &Value, name: &str) -> String {
+    container["env"]
+        .as_array()
+        .and_then(|env| env.iter().find(|var| var["name"] == name))
+        .and_then(|var| var["value"].as_str())
+        .unwrap_or_else(|| panic!("no {name}"))
+        .to_owned()
+}
+
+#[test]
+fn kubernetes_mode_grants_exactly_the_verbs_on_exactly_the_objects_the_server_is_configured_with() {
+    let documents = yaml_documents(&render(&chart().join("ci/kubernetes-mode-values.yaml"), &[]));
+    let server = documents
+        .iter()
+        .find(|doc| doc["kind"] == "Deployment" && doc["metadata"]["name"] == "auth-auth-platform-server")
+        .unwrap();
+    let container = &server["spec"]["template"]["spec"]["containers"][0];
+    let name = |variable: &str| env_value(container, variable);
+    let rules_of = |kind: &str| -> Vec<Value> {
+        let found: Vec<&Value> = documents.iter().filter(|doc| doc["kind"] == kind).collect();
+        assert_eq!(found.len(), 1, "one {kind}");
+        found[0]["rules"].as_array().unwrap().clone()
+    };
+    let grants = |rules: &[Value]| -> BTreeSet<String> {
+        let mut grants = BTreeSet::new();
+        for rule in rules {
+            for resource in rule["resources"].as_array().unwrap() {
+                for verb in rule["verbs"].as_array().unwrap() {
+                    let names: Vec<&str> = rule["resourceNames"]
+                        .as_array()
+                        .map(|names| names.iter().map(|name| name.as_str().unwrap()).collect())
+                        .unwrap_or_else(|| vec!["*"]);
+                    for object in names {
+                        grants.insert(format!(
+                            "{} {} {object}",
+                            verb.as_str().unwrap(),
+                            resource.as_str().unwrap()
+                        ));
+                    }
+                }
+            }
+        }
+        grants
+    };
+    let keys = name("AUTH_KUBERNETES__KEYS_SECRET");
+    let tls = name("AUTH_KUBERNETES__WEBHOOK__TLS_SECRET");
+    let jwks = name("AUTH_KUBERNETES__JWKS_CONFIG_MAP");
+    let lease = name("AUTH_KUBERNETES__LEASE");
+    let mut expected: BTreeSet<String> = ["get", "list", "watch", "update"]
+        .iter()
+        .flat_map(|verb| [format!("{verb} secrets {keys}"), format!("{verb} secrets {tls}")])
+        .collect();
+    expected.extend([
+        format!("get configmaps {jwks}"),
+        format!("update configmaps {jwks}"),
+        format!("get leases {lease}"),
+        format!("update leases {lease}"),
+        // A create cannot name its object; it is granted in the release's namespace only.
+        "create secrets *".to_owned(),
+        "create configmaps *".to_owned(),
+        "create leases *".to_owned(),
+    ]);
+    assert_eq!(grants(&rules_of("Role")), expected);
+    let configuration = name("AUTH_KUBERNETES__WEBHOOK__CONFIGURATION");
+    assert_eq!(
+        grants(&rules_of("ClusterRole")),
+        BTreeSet::from([
+            format!("get mutatingwebhookconfigurations {configuration}"),
+            format!("update mutatingwebhookconfigurations {configuration}"),
+        ]),
+        "nothing cluster-wide beyond the webhook configuration"
+    );
+    let webhook = documents
+        .iter()
+        .find(|doc| doc["kind"] == "MutatingWebhookConfiguration")
+        .unwrap();
+    assert_eq!(webhook["metadata"]["name"], configuration.as_str());
+    for entry in webhook["webhooks"].as_array().unwrap() {
+        assert!(
+            entry["clientConfig"]["caBundle"].is_null(),
+            "never rendered: the server writes it"
+        );
+        assert_eq!(
+            entry["clientConfig"]["service"]["name"],
+            name("AUTH_KUBERNETES__WEBHOOK__SERVICE")
+        );
+        let excluded = entry["namespaceSelector"]["matchExpressions"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|expression| {
+                expression["key"] == "kubernetes.io/metadata.name" && expression["values"][0] == "kube-system"
+            });
+        assert!(excluded, "kube-system is never injected");
+        assert_eq!(
+            entry["objectSelector"]["matchExpressions"][0]["key"],
+            "app.kubernetes.io/part-of"
+        );
+    }
+    // Directory mode (the default) grants nothing.
+    let default = render(&chart().join("ci/default-values.yaml"), &[]);
+    assert!(!default.contains("kind: Role"), "no RBAC without Kubernetes mode");
 }

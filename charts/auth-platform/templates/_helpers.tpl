@@ -308,6 +308,14 @@ checkov.io/skip2: CKV_K8S_43=pinned by the release's exact version tag; set imag
 {{- end }}
 {{- end -}}
 
+{{/* The server's token is mounted only in Kubernetes mode, where it keeps its keys through the API */}}
+{{- define "auth-platform.serverCheckSkips" -}}
+{{ include "auth-platform.imageCheckSkips" . }}
+{{- if include "auth-platform.managedKeys" . }}
+checkov.io/skip3: CKV_K8S_38=Kubernetes mode keeps the signing keys in a Secret through the API, with a Role limited to its named objects
+{{- end }}
+{{- end -}}
+
 {{/* The same for third-party images pinned by an exact upstream version (demo and evaluation) */}}
 {{- define "auth-platform.thirdPartyCheckSkips" -}}
 checkov.io/skip1: CKV_K8S_15=IfNotPresent suits an exact version tag; Always makes every restart depend on the registry

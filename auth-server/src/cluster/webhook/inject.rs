@@ -92,7 +92,8 @@ impl Injector {
         let request: AdmissionRequest<DynamicObject> = match review.try_into() {
             Ok(request) => request,
             Err(error) => {
-                return AdmissionResponse::invalid(format!("no request in the review: {error}")).into_review();
+                return AdmissionResponse::invalid(format!("no request in the review: {error}"))
+                    .into_review();
             }
         };
         self.respond(&request, scope).into_review()
