@@ -5,6 +5,7 @@
 pub mod binaries;
 pub mod command;
 pub mod containers;
+pub mod fake_api;
 pub mod floods;
 pub mod keys;
 pub mod nginx;

@@ -67,7 +67,9 @@ pub fn follow_secret(store: &KeyStore, shutdown: Shutdown) -> (SeenRing, oneshot
                     }
                 },
                 Some(Ok(None)) => {
-                    tracing::warn!(secret = %name, "the key Secret is missing; keeping the last good keys until the leader writes it")
+                    tracing::warn!(secret = %name, "the key Secret is missing; keeping the last good keys until the leader writes it");
+                    // Wakes the leader to write it back from the ring last seen.
+                    seen_tx.send_modify(|_| ());
                 }
                 Some(Err(error)) => {
                     tracing::warn!(%error, "watching the key Secret failed; retrying");
