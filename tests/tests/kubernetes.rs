@@ -540,6 +540,12 @@ fn kubernetes_mode_grants_exactly_the_verbs_on_exactly_the_objects_the_server_is
             entry["objectSelector"]["matchExpressions"][0]["key"],
             "app.kubernetes.io/part-of"
         );
+        // Outside enabled namespaces only pods labelled to ask are sent, so an outage of the
+        // webhook under `failurePolicy: Fail` blocks nothing else.
+        if entry["name"] == "annotated.inject.auth-platform.io" {
+            let asked = &entry["objectSelector"]["matchExpressions"][1];
+            assert_eq!((&asked["key"], &asked["values"][0]), (&Value::from("auth-platform.io/inject"), &Value::from("true")));
+        }
     }
     // Directory mode (the default) grants nothing.
     let default = render(&chart().join("ci/default-values.yaml"), &[]);

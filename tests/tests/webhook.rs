@@ -232,6 +232,14 @@ fn a_pod_without_annotations_or_volumes_in_an_enabled_namespace_is_injected() {
         ["auth-platform-redis", "auth-platform-tmp"]
     );
     assert_eq!(names(&pod["spec"]["initContainers"]), ["token-verifier"]);
+
+    // Elsewhere, a pod labelled (not annotated) asks as well: the chart's default selector sends
+    // the webhook only such pods.
+    let labelled = with_object(review, |object| {
+        object["metadata"]["labels"]["auth-platform.io/inject"] = json!("true");
+    });
+    let pod = patched(&labelled, &answer(&injector, &labelled, Scope::Annotated)).expect("it asked by label");
+    assert_eq!(names(&pod["spec"]["initContainers"]), ["token-verifier"]);
 }
 
 #[test]

@@ -17,7 +17,7 @@ use kube::core::admission::{AdmissionRequest, AdmissionResponse, AdmissionReview
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-/// The annotation (or `=enabled` namespace label) that asks for injection.
+/// The annotation or label (`"true"`), or the namespace label (`enabled`), that asks for injection.
 pub const INJECT: &str = "auth-platform.io/inject";
 /// The annotation marking an injected pod.
 pub const INJECTED: &str = "auth-platform.io/injected";
@@ -143,7 +143,9 @@ impl Injector {
                     .chain(spec.init_containers.iter().flatten())
                     .any(|container| container.name == self.template.container.name)
             });
-        let asked = match (scope, annotations.get(INJECT).map(String::as_str)) {
+        // A label lets the webhook configuration send only the pods that asked (see the chart).
+        let request = annotations.get(INJECT).or_else(|| labels.get(INJECT));
+        let asked = match (scope, request.map(String::as_str)) {
             (_, Some("true")) => true,
             (Scope::Namespace, Some("false")) => false,
             (Scope::Namespace, _) => true,
