@@ -71,9 +71,9 @@ fn object_response(code: StatusCode, object: &Value) -> Response {
 /// A path's collection (`/api/v1/namespaces/ns/secrets`) and object name, if any.
 fn split(path: &str) -> Option<(String, Option<String>)> {
     let segments: Vec<&str> = path.trim_matches('/').split('/').collect();
-    let collection_length = match segments.first()? {
-        &"api" => 5,  // api v1 namespaces ns kind
-        &"apis" => 6, // apis group version namespaces ns kind
+    let collection_length = match *segments.first()? {
+        "api" => 5,  // api v1 namespaces ns kind
+        "apis" => 6, // apis group version namespaces ns kind
         _ => return None,
     };
     // Cluster-scoped kinds (`/apis/g/v/kind[/name]`) have no namespace segment.

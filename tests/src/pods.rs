@@ -4,7 +4,9 @@
 //! symlinks, `items`, `defaultMode`, `fsGroup` ownership), emptyDirs, the security context (user,
 //! group, supplementary `fsGroup`, read-only root filesystem without podman's extra tmpfs mounts,
 //! dropped capabilities, no new privileges), resource limits, init containers run to completion
-//! one after another before the main containers, and probes polled exactly as written.
+//! one after another before the main containers — except native sidecars (`restartPolicy:
+//! Always`), which start and pass their startup probe before the next one and keep running — and
+//! probes polled exactly as written.
 //!
 //! What a cluster does that this cannot: pod networking. Every pod shares the host's network (the
 //! test's PostgreSQL and Redis listen on loopback), so each Service name resolves to 127.0.0.1 and
@@ -119,44 +121,69 @@ impl<'a> Cluster<'a> {
     }
 
     /// Starts one replica of a Deployment's (or StatefulSet's) pod: its init containers to
-    /// completion, then its containers in the background.
-    pub fn start(&mut self, workload: &Value) -> Pod {
+    /// completion (a native sidecar until its startup probe passes), then its containers in the
+    /// background.
+    pub async fn start(&mut self, workload: &Value, within: Duration) -> Pod {
         let name = text(&workload["metadata"]["name"]).to_owned();
         let spec = workload["spec"]["template"]["spec"].clone();
         let volumes = self.volumes(&name, &spec);
         for container in containers(&spec, "initContainers") {
-            self.run_to_completion(&name, &spec, container, &volumes);
+            if is_native_sidecar(container) {
+                self.run_detached(&name, &spec, container, &volumes);
+                self.wait_for_probes(&name, container, &["startupProbe"], within)
+                    .await;
+            } else {
+                self.run_to_completion(&name, &spec, container, &volumes);
+            }
         }
         for container in containers(&spec, "containers") {
-            let id = format!("{name}-{}", text(&container["name"]));
-            let mut command = self.podman.command("podman");
-            command.args(["run", "--detach", "--name", &id]);
-            self.apply(&mut command, &name, &spec, container, &volumes);
-            output_of(&mut command);
-            self.containers.push(id);
+            self.run_detached(&name, &spec, container, &volumes);
         }
         Pod { name, spec }
     }
 
-    /// Polls every container's startup and readiness probes, as written, until they pass.
+    fn run_detached(
+        &mut self,
+        pod: &str,
+        spec: &Value,
+        container: &Value,
+        volumes: &HashMap<String, PathBuf>,
+    ) {
+        let id = format!("{pod}-{}", text(&container["name"]));
+        let mut command = self.podman.command("podman");
+        command.args(["run", "--detach", "--name", &id]);
+        self.apply(&mut command, pod, spec, container, volumes);
+        output_of(&mut command);
+        self.containers.push(id);
+    }
+
+    /// Polls the startup and readiness probes of every long-running container (native sidecars
+    /// included), as written, until they pass.
     pub async fn wait_ready(&self, pod: &Pod, within: Duration) {
+        let running = containers(&pod.spec, "initContainers")
+            .filter(|container| is_native_sidecar(container))
+            .chain(containers(&pod.spec, "containers"));
+        for container in running {
+            self.wait_for_probes(&pod.name, container, &["startupProbe", "readinessProbe"], within)
+                .await;
+        }
+    }
+
+    async fn wait_for_probes(&self, pod: &str, container: &Value, probes: &[&str], within: Duration) {
         let started = Instant::now();
-        for container in containers(&pod.spec, "containers") {
-            for probe in ["startupProbe", "readinessProbe"] {
-                let probe = &container[probe];
-                if probe.is_null() {
-                    continue;
-                }
-                while !self.probe(container, probe).await {
-                    assert!(
-                        started.elapsed() < within,
-                        "{} {} never passed its {probe}:\n{}",
-                        pod.name,
-                        container["name"],
-                        self.logs(&format!("{}-{}", pod.name, text(&container["name"])))
-                    );
-                    tokio::time::sleep(Duration::from_millis(100)).await;
-                }
+        for probe in probes {
+            let probe = &container[probe];
+            if probe.is_null() {
+                continue;
+            }
+            while !self.probe(container, probe).await {
+                assert!(
+                    started.elapsed() < within,
+                    "{pod} {} never passed its {probe}:\n{}",
+                    container["name"],
+                    self.logs(&format!("{pod}-{}", text(&container["name"])))
+                );
+                tokio::time::sleep(Duration::from_millis(100)).await;
             }
         }
     }
@@ -242,6 +269,7 @@ impl<'a> Cluster<'a> {
             for name in [
                 service.clone(),
                 format!("{service}.{}", self.namespace),
+                format!("{service}.{}.svc", self.namespace),
                 format!("{service}.{}.svc.cluster.local", self.namespace),
             ] {
                 command.arg("--add-host").arg(format!("{name}:127.0.0.1"));
@@ -395,6 +423,11 @@ impl Drop for Cluster<'_> {
                 .output();
         }
     }
+}
+
+/// An init container that keeps running beside the app (Kubernetes 1.29+).
+fn is_native_sidecar(container: &Value) -> bool {
+    container["restartPolicy"] == "Always"
 }
 
 fn containers<'v>(spec: &'v Value, field: &str) -> impl Iterator<Item = &'v Value> {

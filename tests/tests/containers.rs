@@ -6,10 +6,11 @@
 
 use std::time::Duration;
 
+use auth_server::cluster::webhook::inject::{Injector, Scope};
 use platform_tests::containers::{Podman, REGISTRY, TAG};
 use platform_tests::pods::Cluster;
 use platform_tests::process::free_port;
-use platform_tests::tools::{helm, output_of, yaml_documents};
+use platform_tests::tools::{render, yaml_documents};
 use platform_tests::{RedisServer, empty_database};
 use serde_json::{Value, json};
 
@@ -20,6 +21,74 @@ fn find<'d>(documents: &'d [Value], kind: &str, suffix: &str) -> &'d Value {
         .iter()
         .find(|doc| doc["kind"] == kind && doc["metadata"]["name"].as_str().unwrap().ends_with(suffix))
         .unwrap_or_else(|| panic!("no {kind} *{suffix} rendered"))
+}
+
+/// Runs a pod of a plain Deployment (the demo app alone) after the injection webhook patched it,
+/// with the sidecar template the chart renders in Kubernetes mode; returns the sidecar's URL.
+async fn run_injected_pod(
+    cluster: &mut Cluster<'_>,
+    documents: &[Value],
+    values: &Value,
+    redis: &RedisServer,
+) -> String {
+    let (app_port, http, admin) = (free_port(), free_port(), free_port());
+    let mut injecting = values.clone();
+    injecting["signingKeys"] = json!({"mode": "kubernetes"});
+    injecting["injector"] = json!({"enabled": true});
+    injecting["verifier"]["ports"] = json!({"http": http, "admin": admin});
+    let rendered = yaml_documents(&render_values(&injecting));
+    let template = find(&rendered, "ConfigMap", "-injector");
+    let template = serde_json::from_str(template["data"]["sidecar.json"].as_str().unwrap()).unwrap();
+    let injector = Injector {
+        template,
+        native_sidecars: true,
+    };
+
+    let example = find(documents, "Deployment", "-example-app");
+    let mut app = example["spec"]["template"]["spec"]["containers"][0].clone();
+    app["args"] = json!(["--port", app_port.to_string()]);
+    app["ports"] = json!([{"name": "app", "containerPort": app_port, "protocol": "TCP"}]);
+    let pod = json!({
+        "apiVersion": "v1", "kind": "Pod",
+        "metadata": {"generateName": "shop-", "namespace": "shop", "labels": {"app": "shop", "auth-platform.io/inject": "true"}},
+        "spec": {
+            "automountServiceAccountToken": false,
+            "securityContext": example["spec"]["template"]["spec"]["securityContext"],
+            "containers": [app],
+        },
+    });
+    let review = json!({
+        "apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview",
+        "request": {
+            "uid": "4b0c1e2a-0000-4000-8000-000000000001",
+            "kind": {"group": "", "version": "v1", "kind": "Pod"},
+            "resource": {"group": "", "version": "v1", "resource": "pods"},
+            "namespace": "shop", "operation": "CREATE",
+            "userInfo": {"username": "system:serviceaccount:kube-system:replicaset-controller"},
+            "object": pod,
+        },
+    });
+    let answer =
+        serde_json::to_value(injector.review(&serde_json::to_vec(&review).unwrap(), Scope::Annotated))
+            .unwrap();
+    assert_eq!(answer["response"]["allowed"], true, "{answer}");
+    let patch: Vec<u8> = serde_json::from_value(answer["response"]["patch"].clone()).unwrap();
+    let patch: json_patch::Patch = serde_json::from_slice(&patch).unwrap();
+    let mut pod = review["request"]["object"].clone();
+    json_patch::patch(&mut pod, &patch).unwrap();
+    assert_eq!(pod["spec"]["initContainers"][0]["name"], "token-verifier");
+
+    cluster.add_secret("auth-platform-redis", &[("url", redis.url(0).as_bytes())]);
+    let workload = json!({"metadata": {"name": "shop"}, "spec": {"template": {"spec": pod["spec"]}}});
+    let running = cluster.start(&workload, READY).await;
+    cluster.wait_ready(&running, READY).await;
+    format!("http://127.0.0.1:{http}")
+}
+
+fn render_values(values: &Value) -> String {
+    let file = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(file.path(), values.to_string()).unwrap();
+    render(file.path(), &[])
 }
 
 #[tokio::test]
@@ -80,16 +149,7 @@ async fn the_images_and_the_charts_pods_run_as_specified() {
             "rules": [{"path": "/admin", "roles": ["admin"]}]
         }
     });
-    let values_file = podman.dir().join("values.json");
-    std::fs::write(&values_file, values.to_string()).unwrap();
-    let chart = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../charts/auth-platform");
-    let manifests = output_of(
-        helm()
-            .args(["template", "auth", "--namespace", "auth-platform"])
-            .arg(&chart)
-            .arg("-f")
-            .arg(&values_file),
-    );
+    let manifests = render_values(&values);
     let documents = yaml_documents(&manifests);
     let mut cluster = Cluster::new(&podman, &documents, "auth-platform");
 
@@ -101,9 +161,13 @@ async fn the_images_and_the_charts_pods_run_as_specified() {
         .unwrap();
     assert_eq!(applied, 6, "the hook Job migrated the empty database");
 
-    let server = cluster.start(find(&documents, "Deployment", "-server"));
+    let server = cluster
+        .start(find(&documents, "Deployment", "-server"), READY)
+        .await;
     cluster.wait_ready(&server, READY).await;
-    let app = cluster.start(find(&documents, "Deployment", "-example-app"));
+    let app = cluster
+        .start(find(&documents, "Deployment", "-example-app"), READY)
+        .await;
     cluster.wait_ready(&app, READY).await;
 
     // The posture podman applied is the one the manifest asked for.
@@ -177,6 +241,21 @@ async fn the_images_and_the_charts_pods_run_as_specified() {
         .await
         .unwrap();
     assert_eq!(admin.status(), 403, "the role rule from the values");
+
+    // A service deployed without any sidecar, injected by the webhook: its pod as the API server
+    // sends it in an AdmissionReview, the webhook's patch applied, and the result run.
+    let injected_url = run_injected_pod(&mut cluster, &documents, &values, &redis).await;
+    let seen = client
+        .get(format!("{injected_url}/orders"))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(seen.status(), 200, "the injected sidecar vouches for the token");
+    let seen: Value = seen.json().await.unwrap();
+    assert_eq!(seen["user"], user.as_str());
+    let anonymous = client.get(format!("{injected_url}/orders")).send().await.unwrap();
+    assert_eq!(anonymous.status(), 401, "and refuses a request without one");
 
     let logout = client
         .post(format!("{api}/api/auth/logout"))

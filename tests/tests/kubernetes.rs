@@ -544,7 +544,10 @@ fn kubernetes_mode_grants_exactly_the_verbs_on_exactly_the_objects_the_server_is
         // webhook under `failurePolicy: Fail` blocks nothing else.
         if entry["name"] == "annotated.inject.auth-platform.io" {
             let asked = &entry["objectSelector"]["matchExpressions"][1];
-            assert_eq!((&asked["key"], &asked["values"][0]), (&Value::from("auth-platform.io/inject"), &Value::from("true")));
+            assert_eq!(
+                (&asked["key"], &asked["values"][0]),
+                (&Value::from("auth-platform.io/inject"), &Value::from("true"))
+            );
         }
     }
     // Directory mode (the default) grants nothing.

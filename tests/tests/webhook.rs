@@ -412,7 +412,9 @@ async fn post_tls(
 #[tokio::test]
 async fn the_webhook_answers_over_tls_and_serves_a_renewed_certificate_without_a_restart() {
     let names = dns_names("auth-platform-webhook", "auth-platform");
-    let (first, _) = issue(&names, None, auth_core::revocation::unix_now()).unwrap();
+    let first = issue(&names, None, auth_core::revocation::unix_now())
+        .unwrap()
+        .data;
     let serving = Arc::new(ServingCertificate::default());
     serving.install(&first["tls.crt"].0, &first["tls.key"].0).unwrap();
     let config =
@@ -463,7 +465,9 @@ async fn the_webhook_answers_over_tls_and_serves_a_renewed_certificate_without_a
         std::str::from_utf8(&first["ca.key"].0).unwrap(),
         std::str::from_utf8(&first["ca.crt"].0).unwrap(),
     );
-    let (renewed, _) = issue(&names, Some(ca_pair), auth_core::revocation::unix_now()).unwrap();
+    let renewed = issue(&names, Some(ca_pair), auth_core::revocation::unix_now())
+        .unwrap()
+        .data;
     assert_eq!(renewed["ca.crt"].0, ca, "the CA is kept");
     assert_ne!(renewed["tls.crt"].0, first["tls.crt"].0);
     serving
@@ -478,7 +482,9 @@ async fn the_webhook_answers_over_tls_and_serves_a_renewed_certificate_without_a
     .await
     .unwrap();
     assert_eq!(status, 200);
-    let (stranger, _) = issue(&names, None, auth_core::revocation::unix_now()).unwrap();
+    let stranger = issue(&names, None, auth_core::revocation::unix_now())
+        .unwrap()
+        .data;
     let refused = post_tls(address, &stranger["ca.crt"].0, "/inject/annotated", Vec::new()).await;
     assert!(
         refused.is_err(),

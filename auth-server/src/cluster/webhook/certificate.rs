@@ -120,13 +120,17 @@ fn validity(params: &mut CertificateParams, now: i64, days: i64) {
     params.not_after = at(now + days * 86_400);
 }
 
+/// The TLS Secret's contents.
+pub struct Issued {
+    /// `ca.crt`, `ca.key`, `tls.crt`, `tls.key`.
+    pub data: BTreeMap<String, ByteString>,
+    /// What the certificate was made for, and until when.
+    pub annotations: BTreeMap<String, String>,
+}
+
 /// A CA (new, or the one given as its key and certificate PEM) and a serving certificate for
-/// `dns_names` signed by it: the Secret's `ca.crt`, `tls.crt`, `tls.key` and the annotations.
-pub fn issue(
-    dns_names: &[String],
-    ca: Option<(&str, &str)>,
-    now: i64,
-) -> Result<(BTreeMap<String, ByteString>, BTreeMap<String, String>), rcgen::Error> {
+/// `dns_names` signed by it.
+pub fn issue(dns_names: &[String], ca: Option<(&str, &str)>, now: i64) -> Result<Issued, rcgen::Error> {
     let (ca_key, ca_pem) = match ca {
         Some((key, certificate)) => (KeyPair::from_pem(key)?, certificate.to_owned()),
         None => {
@@ -158,7 +162,7 @@ pub fn issue(
         (NOT_AFTER.to_owned(), (now + SERVING_DAYS * 86_400).to_string()),
         (DNS_NAMES.to_owned(), dns_names.join(",")),
     ]);
-    Ok((data, annotations))
+    Ok(Issued { data, annotations })
 }
 
 /// The self-managed certificate's keeper (run by the leader).
@@ -199,7 +203,7 @@ impl CertificateManager {
             if fresh && let Some((_, certificate)) = existing_ca {
                 break certificate.to_owned();
             }
-            let (data, annotations) = issue(&self.dns_names, existing_ca, now)?;
+            let Issued { data, annotations } = issue(&self.dns_names, existing_ca, now)?;
             let ca = String::from_utf8_lossy(&data["ca.crt"].0).into_owned();
             let written = match stored {
                 Some(mut secret) => {
