@@ -72,12 +72,16 @@ fn load_keys(settings: &Settings) -> anyhow::Result<KeyRing> {
 impl Application {
     /// Loads the keys, creates the (lazily connecting) pools and binds both listeners.
     pub async fn build(settings: Settings) -> anyhow::Result<Self> {
+        let registry = auth_core::metrics::new_registry("auth_server");
+        let metrics = ServerMetrics::register(&registry)?;
         let (keys, kubernetes) = match settings.kubernetes.enabled {
             true => {
                 let (stop, cluster_shutdown) = shutdown::channel();
+                let metrics = cluster::ClusterMetrics::register(&registry)?;
                 let (cluster, keys) = cluster::start(
                     &settings.kubernetes,
                     settings.revocation_retention(),
+                    metrics,
                     cluster_shutdown,
                 )
                 .await?;
@@ -115,8 +119,6 @@ impl Application {
         )
         .context("cannot create the Redis pool")?;
 
-        let registry = auth_core::metrics::new_registry("auth_server");
-        let metrics = ServerMetrics::register(&registry)?;
         PoolCollector::register(
             &registry,
             db.clone(),

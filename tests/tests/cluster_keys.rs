@@ -88,6 +88,8 @@ fn manager(
         policy: policy(),
         leadership,
         seen,
+        changes: prometheus::IntCounterVec::new(prometheus::Opts::new("changes", "changes"), &["change"])
+            .unwrap(),
     };
     (manager, leader)
 }

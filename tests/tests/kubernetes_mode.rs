@@ -199,6 +199,22 @@ async fn keys_rotate_under_load_through_the_secret_and_the_config_map_without_a_
         replicas.contains_key(leader.as_str()),
         "one of them leads: {leader:?}"
     );
+    let mut leading = Vec::new();
+    for (identity, (service, _)) in &replicas {
+        let metrics = reqwest::get(format!("{}/metrics", service.admin_url))
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        if metrics
+            .lines()
+            .any(|line| line == "auth_server_kubernetes_leader 1")
+        {
+            leading.push(*identity);
+        }
+    }
+    assert_eq!(leading, [leader.as_str()], "the metric names the one leader");
 
     // The sidecar reads the ConfigMap as the kubelet mounts it (a directory, never a subPath).
     let jwks_dir = dir.path().join("jwks");

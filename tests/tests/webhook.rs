@@ -427,11 +427,13 @@ async fn the_webhook_answers_over_tls_and_serves_a_renewed_certificate_without_a
     let address = listener.local_addr().unwrap();
     let registry = prometheus::Registry::new();
     let [metrics] = ListenerMetrics::register(&registry, ["webhook"]).unwrap();
+    let reviews =
+        prometheus::IntCounterVec::new(prometheus::Opts::new("reviews", "reviews"), &["outcome"]).unwrap();
     let (stop, shutdown) = shutdown::channel();
     let server = tokio::spawn(auth_core::server::serve_tls(
         listener,
         TlsAcceptor::from(Arc::new(config)),
-        routes(injector(true)),
+        routes(injector(true), reviews.clone()),
         ConnectionLimits::default(),
         metrics,
         shutdown.wait(),
@@ -489,6 +491,13 @@ async fn the_webhook_answers_over_tls_and_serves_a_renewed_certificate_without_a
     assert!(
         refused.is_err(),
         "a client trusting another CA must fail the handshake"
+    );
+
+    let counted = |outcome: &str| reviews.with_label_values(&[outcome]).get();
+    assert_eq!(
+        (counted("injected"), counted("invalid")),
+        (2, 1),
+        "every answer is counted by outcome"
     );
 
     stop.trigger();

@@ -92,6 +92,8 @@ pub struct KeyManager {
     pub leadership: Leadership,
     /// The ring as this replica last saw it.
     pub seen: SeenRing,
+    /// Changes made, by kind.
+    pub changes: prometheus::IntCounterVec,
 }
 
 impl KeyManager {
@@ -116,6 +118,7 @@ impl KeyManager {
         let (ring, changes) = self.store.update(&mut edit).await?;
         for change in &changes {
             tracing::info!(?change, "signing key schedule");
+            self.changes.with_label_values(&[change.label()]).inc();
         }
         if let Some(ring) = &ring
             && self.store.publish_jwks(ring).await?

@@ -134,6 +134,55 @@ impl KubernetesSettings {
     }
 }
 
+/// Kubernetes mode's metrics.
+#[derive(Clone)]
+pub struct ClusterMetrics {
+    /// 1 while this replica leads.
+    pub leader: prometheus::IntGauge,
+    /// Changes this replica made to the key schedule, by kind.
+    pub key_changes: prometheus::IntCounterVec,
+    /// Admission reviews answered, by outcome (`injected`, `skipped`, `refused`, `invalid`).
+    pub admission_reviews: prometheus::IntCounterVec,
+}
+
+impl ClusterMetrics {
+    /// Registers every metric, each labelled series at zero from the start.
+    pub fn register(registry: &prometheus::Registry) -> prometheus::Result<Self> {
+        let leader = prometheus::IntGauge::new(
+            "kubernetes_leader",
+            "1 while this replica keeps the signing key schedule",
+        )?;
+        registry.register(Box::new(leader.clone()))?;
+        let labelled = |name: &str,
+                        help: &str,
+                        label: &str,
+                        known: &[&str]|
+         -> prometheus::Result<prometheus::IntCounterVec> {
+            let counter = prometheus::IntCounterVec::new(prometheus::Opts::new(name, help), &[label])?;
+            registry.register(Box::new(counter.clone()))?;
+            for value in known {
+                counter.with_label_values(&[value]);
+            }
+            Ok(counter)
+        };
+        Ok(Self {
+            leader,
+            key_changes: labelled(
+                "signing_key_changes_total",
+                "Changes made to the signing key schedule by kind",
+                "change",
+                &["created", "published", "activated", "deleted", "revoked"],
+            )?,
+            admission_reviews: labelled(
+                "admission_reviews_total",
+                "Sidecar injection reviews answered by outcome",
+                "outcome",
+                &["injected", "skipped", "refused", "invalid"],
+            )?,
+        })
+    }
+}
+
 /// What Kubernetes mode runs: the election and the key schedule.
 pub struct Cluster {
     /// The API client.
@@ -142,6 +191,8 @@ pub struct Cluster {
     pub namespace: String,
     /// Whether this replica leads.
     pub leadership: Leadership,
+    /// Its metrics.
+    pub metrics: ClusterMetrics,
 }
 
 /// Starts the election, the key Secret's watch and the key schedule, and returns the keys once
@@ -149,6 +200,7 @@ pub struct Cluster {
 pub async fn start(
     settings: &KubernetesSettings,
     token_lifetime: Duration,
+    metrics: ClusterMetrics,
     shutdown: Shutdown,
 ) -> anyhow::Result<(Cluster, SharedKeys)> {
     let (client, namespace) = settings.client().await?;
@@ -161,6 +213,16 @@ pub async fn start(
         retry_period: settings.retry_period,
     };
     let leadership = Elector::new(leases, lease).spawn(shutdown.clone());
+    let (mut following, gauge) = (leadership.clone(), metrics.leader.clone());
+    tokio::spawn(async move {
+        loop {
+            gauge.set(i64::from(following.is_leader()));
+            if !following.changed().await {
+                gauge.set(0);
+                return;
+            }
+        }
+    });
     let store = settings.key_store(client.clone(), &namespace);
     let (seen, first_keys) = follow_secret(&store, shutdown.clone());
     // The manager runs while we wait: on a first start the leader writes the first key.
@@ -169,6 +231,7 @@ pub async fn start(
         policy: settings.policy(token_lifetime),
         leadership: leadership.clone(),
         seen,
+        changes: metrics.key_changes.clone(),
     }
     .spawn(shutdown.clone());
     let keys = first_keys
@@ -179,6 +242,7 @@ pub async fn start(
             client,
             namespace,
             leadership,
+            metrics,
         },
         keys,
     ))

@@ -89,6 +89,19 @@ pub enum Change {
     Revoked(String),
 }
 
+impl Change {
+    /// The change's kind, as a metric label.
+    pub fn label(&self) -> &'static str {
+        match self {
+            Change::Created(_) => "created",
+            Change::Published(..) => "published",
+            Change::Activated(_) => "activated",
+            Change::Deleted(_) => "deleted",
+            Change::Revoked(_) => "revoked",
+        }
+    }
+}
+
 fn new_key(policy: &RotationPolicy, now: i64, signs_from: i64) -> Result<(String, StoredKey), KeyError> {
     let pem = generate_pem(policy.algorithm)?;
     let key = SigningKey::from_pem("new", pem.as_bytes())?;

@@ -106,14 +106,32 @@ impl WebhookSettings {
     }
 }
 
+/// How a review was answered, as a metric label.
+fn outcome(response: Option<&kube::core::admission::AdmissionResponse>) -> &'static str {
+    match response {
+        Some(response) if response.patch.is_some() => "injected",
+        Some(response) if response.allowed => "skipped",
+        Some(response) if !response.uid.is_empty() => "refused",
+        _ => "invalid",
+    }
+}
+
 #[handler]
-async fn review(body: poem::Body, injector: Data<&Arc<Injector>>, scope: Data<&Scope>) -> Response {
+async fn review(
+    body: poem::Body,
+    injector: Data<&Arc<Injector>>,
+    scope: Data<&Scope>,
+    reviews: Data<&prometheus::IntCounterVec>,
+) -> Response {
     let Ok(bytes) = body.into_bytes_limit(MAX_REVIEW_BYTES).await else {
         return Response::builder()
             .status(StatusCode::PAYLOAD_TOO_LARGE)
             .body("the review is too large or unreadable");
     };
     let answer = injector.review(&bytes, **scope);
+    reviews
+        .with_label_values(&[outcome(answer.response.as_ref())])
+        .inc();
     match serde_json::to_vec(&answer) {
         Ok(json) => Response::builder().content_type("application/json").body(json),
         Err(_) => Response::builder()
@@ -123,7 +141,7 @@ async fn review(body: poem::Body, injector: Data<&Arc<Injector>>, scope: Data<&S
 }
 
 /// The webhook's routes: one per scope of the configuration's two webhooks.
-pub fn routes(injector: Injector) -> impl poem::Endpoint {
+pub fn routes(injector: Injector, reviews: prometheus::IntCounterVec) -> impl poem::Endpoint {
     let injector = Arc::new(injector);
     Route::new()
         .at(
@@ -134,6 +152,7 @@ pub fn routes(injector: Injector) -> impl poem::Endpoint {
             "/inject/namespace",
             post(review).data(Scope::Namespace).data(injector),
         )
+        .data(reviews)
 }
 
 /// Serves the webhook until shutdown; while this replica leads and the certificate is
@@ -193,7 +212,7 @@ pub async fn serve(
     auth_core::server::serve_tls(
         listener.listener,
         TlsAcceptor::from(Arc::new(config)),
-        routes(injector),
+        routes(injector, cluster.metrics.admission_reviews.clone()),
         limits,
         metrics,
         shutdown.wait(),
