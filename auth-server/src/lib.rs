@@ -8,6 +8,7 @@ pub mod constraints;
 pub mod database;
 pub mod error;
 pub mod keys;
+pub mod mail;
 pub mod metrics;
 pub mod opaque_tokens;
 pub mod passwords;

@@ -25,6 +25,10 @@ pub struct ServerMetrics {
     pub hash_queue_depth: IntGauge,
     /// Password hash jobs by outcome (`hashed`, `refused`, `abandoned`).
     pub hash_jobs: IntCounterVec,
+    /// Mails by kind and outcome (`sent`, `failed`, `skipped`, `expired`).
+    pub mails: IntCounterVec,
+    /// Mails waiting in the outbox.
+    pub mail_outbox_depth: IntGauge,
 }
 
 /// A counter by one label, with a zero series for each of `known` values from the start, so
@@ -49,6 +53,21 @@ impl ServerMetrics {
         let hash_queue_depth =
             IntGauge::new("password_hash_queue_depth", "Password hashes running or waiting")?;
         registry.register(Box::new(hash_queue_depth.clone()))?;
+        let mail_outbox_depth = IntGauge::new("mail_outbox_depth", "Mails waiting in the outbox")?;
+        registry.register(Box::new(mail_outbox_depth.clone()))?;
+        let mails = IntCounterVec::new(
+            Opts::new(
+                "mails_total",
+                "Mails by kind and outcome: sent, failed (retried), skipped (nothing to send), expired",
+            ),
+            &["kind", "outcome"],
+        )?;
+        registry.register(Box::new(mails.clone()))?;
+        for kind in ["password_reset", "email_verification"] {
+            for outcome in ["sent", "failed", "skipped", "expired"] {
+                mails.with_label_values(&[kind, outcome]);
+            }
+        }
         Ok(Self {
             logins: counter(
                 registry,
@@ -93,6 +112,8 @@ impl ServerMetrics {
                 "Password hash jobs by outcome: hashed, refused (queue full or past the deadline), abandoned (the client left)",
                 ("outcome", &["hashed", "refused", "abandoned"]),
             )?,
+            mails,
+            mail_outbox_depth,
         })
     }
 }

@@ -35,6 +35,8 @@ pub struct Settings {
     pub keys_dir: Option<PathBuf>,
     /// The key that signs (file stem or `kid`); by default the file whose name sorts last.
     pub active_key: Option<String>,
+    /// Mail: SMTP, links, token lifetimes.
+    pub mail: crate::mail::MailSettings,
     /// Kubernetes mode: signing keys in a Secret, the sidecar injection webhook.
     pub kubernetes: crate::cluster::KubernetesSettings,
     /// The algorithm of the ephemeral key: `RS256`, `ES256` or `EdDSA`.
@@ -139,6 +141,12 @@ pub struct RateLimits {
     /// Password confirmations (change-password, account deletion) per account, so a stolen access
     /// token is no guessing oracle.
     pub password_check_per_user: RateLimit,
+    /// Forgot-password and resend-verification requests per client address.
+    pub mail_requests_per_ip: RateLimit,
+    /// The same requests per address asked about (each kind separately).
+    pub mail_requests_per_address: RateLimit,
+    /// Reset and verification tokens presented per client address.
+    pub token_redeems_per_ip: RateLimit,
 }
 
 /// The account lockout.
@@ -173,6 +181,9 @@ impl Default for RateLimits {
             register_per_ip: RateLimit::per(10, Duration::from_secs(3600)),
             refresh_per_ip: RateLimit::per(120, Duration::from_secs(60)),
             password_check_per_user: RateLimit::per(5, Duration::from_secs(900)),
+            mail_requests_per_ip: RateLimit::per(20, Duration::from_secs(3600)),
+            mail_requests_per_address: RateLimit::per(3, Duration::from_secs(3600)),
+            token_redeems_per_ip: RateLimit::per(30, Duration::from_secs(3600)),
         }
     }
 }
@@ -187,6 +198,7 @@ impl Default for Settings {
             keys_dir: None,
             active_key: None,
             kubernetes: crate::cluster::KubernetesSettings::default(),
+            mail: crate::mail::MailSettings::default(),
             ephemeral_key_algorithm: "RS256".to_owned(),
             access_token_ttl: Duration::from_secs(15 * 60),
             refresh_token_ttl: Duration::from_secs(30 * 24 * 3600),
@@ -291,6 +303,7 @@ impl Validate for Settings {
             }
             (false, _) => {}
         }
+        self.mail.validate(self.environment)?;
         crate::keys::parse_algorithm(&self.ephemeral_key_algorithm)
             .map_err(|problem| SettingsError::new("AUTH_EPHEMERAL_KEY_ALGORITHM", problem))?;
         if !(4..=31).contains(&self.bcrypt_cost) {

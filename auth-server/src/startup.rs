@@ -23,6 +23,8 @@ use crate::cluster::webhook::WebhookSettings;
 use crate::cluster::{self, Cluster};
 use crate::database::{self, DatabaseCheck, SchemaCheck};
 use crate::keys::{KeyRing, parse_algorithm};
+use crate::mail::outbox::OutboxWorker;
+use crate::mail::transport::Mailer;
 use crate::metrics::{PoolCollector, ServerMetrics};
 use crate::passwords::PasswordHasher;
 use crate::rate_limit::RateLimiter;
@@ -45,6 +47,7 @@ pub struct Application {
     fds: u64,
     shutdown_grace: Duration,
     kubernetes: Option<Kubernetes>,
+    outbox: OutboxWorker,
 }
 
 /// Kubernetes mode's parts: the election and key schedule (running since `build`, stopped by
@@ -191,6 +194,13 @@ impl Application {
             max_body_bytes: settings.max_body_bytes,
         });
 
+        let outbox = OutboxWorker {
+            db: state.db.clone(),
+            mailer: Mailer::new(&settings.mail)?,
+            settings: settings.mail.clone(),
+            outcomes: state.metrics.mails.clone(),
+            depth: state.metrics.mail_outbox_depth.clone(),
+        };
         let public = listener::bind("public", &settings.listen).await?;
         let admin = listener::bind("admin", &settings.admin_listen).await?;
         Ok(Self {
@@ -205,6 +215,7 @@ impl Application {
             fds: auth_core::server::raise_fd_limit(),
             shutdown_grace: settings.shutdown_grace,
             kubernetes,
+            outbox,
         })
     }
 
@@ -229,6 +240,7 @@ impl Application {
             restores: self.state.metrics.revocation_restores.clone(),
         }
         .spawn(shutdown.clone());
+        self.outbox.spawn(shutdown.clone());
         let http_metrics = HttpMetrics::register(&self.registry)?;
         let body_limit = self.state.max_body_bytes;
         let app = crate::api::routes(self.state.clone(), body_limit)

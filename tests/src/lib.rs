@@ -17,6 +17,7 @@ pub mod redis;
 pub mod scripted_api;
 pub mod server;
 pub mod service;
+pub mod smtp;
 pub mod tools;
 pub mod verifier;
 

@@ -90,6 +90,7 @@ async fn up_down_up_gives_an_identical_schema_at_every_step() {
         "revoked_tokens",
         "audit_logs",
         "known_devices",
+        "mail_outbox",
     ] {
         assert!(
             full.contains(&format!("CREATE TABLE public.{table} (")),
@@ -432,7 +433,7 @@ async fn wait_blocks_until_the_schema_is_current() {
     let waited = waiter.await.unwrap();
     assert_success(&waited);
     assert!(
-        waited.stdout.contains("schema version  0006 (current)"),
+        waited.stdout.contains("schema version  0007 (current)"),
         "{waited:#?}"
     );
 }

@@ -7,6 +7,7 @@ mod cookies;
 mod health;
 mod json_body;
 mod models;
+mod recovery;
 mod responses;
 mod security;
 mod sessions;
@@ -39,6 +40,7 @@ pub enum Tag {
 
 type Apis = (
     auth::AuthApi,
+    recovery::RecoveryApi,
     sessions::SessionsApi,
     users::UsersApi,
     well_known::WellKnownApi,
@@ -50,6 +52,7 @@ pub fn openapi(state: &SharedState) -> OpenApiService<Apis, ()> {
     OpenApiService::new(
         (
             auth::AuthApi::new(state.clone()),
+            recovery::RecoveryApi::new(state.clone()),
             sessions::SessionsApi::new(state.clone()),
             users::UsersApi::new(state.clone()),
             well_known::WellKnownApi::new(state.clone()),

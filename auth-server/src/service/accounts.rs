@@ -3,6 +3,7 @@
 use serde_json::json;
 
 use crate::error::ApiError;
+use crate::mail::outbox;
 use crate::passwords::check_new_password;
 use crate::service::grants::{Grant, finish_session, start_session};
 use crate::state::AppState;
@@ -82,6 +83,8 @@ pub async fn register(
         },
     )
     .await?;
+    // The verification mail goes out once this commits.
+    outbox::enqueue(&mut *tx, outbox::EMAIL_VERIFICATION, email).await?;
     let user = users::find(&mut *tx, user_id)
         .await?
         .ok_or_else(|| anyhow::anyhow!("a user inserted in this transaction is missing"))?;

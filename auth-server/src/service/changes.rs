@@ -64,13 +64,7 @@ pub async fn change_password(
     confirm_password(state, &user, "current_password", current).await?;
     let hash = state.hasher.hash(new).await?;
     let mut tx = state.db.begin().await?;
-    users::set_password(&mut tx, user.id, &hash).await?;
-    let ended = sessions::revoke_all(&mut tx, user.id, "password_changed").await?;
-    let revocations = state.revoker.user_and_sessions(user.id, &ended);
-    state
-        .revoker
-        .record(&mut tx, &revocations, "password_changed")
-        .await?;
+    let (ended, revocations) = replace_password(state, &mut tx, user.id, &hash, "password_changed").await?;
     let session = start_session(state, &mut tx, user.id, client).await?;
     record(
         &mut *tx,
@@ -88,6 +82,22 @@ pub async fn change_password(
     state.revoker.publish_or_retry(&revocations).await;
     forget_sessions(state, &ended).await;
     finish_session(state, user, session, "password_change").await
+}
+
+/// Sets a new password hash and revokes every session and token of the user, in the caller's
+/// transaction; returns the sessions ended and the revocations to publish once it commits.
+pub async fn replace_password(
+    state: &AppState,
+    tx: &mut sqlx::PgConnection,
+    user_id: uuid::Uuid,
+    hash: &str,
+    reason: &str,
+) -> Result<(Vec<uuid::Uuid>, Vec<auth_core::revocation::Revocation>), ApiError> {
+    users::set_password(tx, user_id, hash).await?;
+    let ended = sessions::revoke_all(tx, user_id, reason).await?;
+    let revocations = state.revoker.user_and_sessions(user_id, &ended);
+    state.revoker.record(tx, &revocations, reason).await?;
+    Ok((ended, revocations))
 }
 
 /// Soft-deletes the account after checking its password; every session and token is revoked.

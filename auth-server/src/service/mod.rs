@@ -5,6 +5,7 @@ pub mod changes;
 pub mod grants;
 pub mod login;
 pub mod logout;
+pub mod recovery;
 pub mod refresh;
 pub mod revocation_guard;
 pub mod revoker;

@@ -6,6 +6,7 @@ pub mod known_sources;
 pub mod refresh;
 pub mod revoked;
 pub mod sessions;
+pub mod single_use;
 pub mod users;
 
 /// Where a request came from, as recorded on sessions and audit entries.

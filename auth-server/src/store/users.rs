@@ -220,6 +220,26 @@ pub async fn set_password(conn: &mut PgConnection, id: Uuid, hash: &str) -> Resu
     Ok(())
 }
 
+/// Marks the address verified; with `clear_lockout` also ends any lock and failure count (a
+/// password reset proves the owner reads the address).
+pub async fn mark_verified(
+    conn: &mut PgConnection,
+    id: Uuid,
+    clear_lockout: bool,
+) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "UPDATE users SET email_verified = true, \
+         failed_login_count = CASE WHEN $2 THEN 0 ELSE failed_login_count END, \
+         locked_until = CASE WHEN $2 THEN NULL ELSE locked_until END \
+         WHERE id = $1",
+    )
+    .bind(id)
+    .bind(clear_lockout)
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
 /// Replaces a hash with a stronger one of the same password, unless it changed meanwhile.
 pub async fn upgrade_hash(pool: &PgPool, id: Uuid, old: &str, new: &str) -> Result<(), sqlx::Error> {
     sqlx::query("UPDATE users SET password_hash = $3 WHERE id = $1 AND password_hash = $2")

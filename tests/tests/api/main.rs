@@ -4,6 +4,7 @@ mod account;
 mod http;
 mod lockout;
 mod login;
+mod recovery;
 mod register;
 mod revocation;
 mod sessions;
