@@ -37,6 +37,34 @@ pub enum Command {
     /// The signing keys kept in Kubernetes (AUTH_KUBERNETES__*): show, rotate or revoke them.
     #[command(subcommand)]
     Keys(KeysCommand),
+    /// Administrators.
+    #[command(subcommand)]
+    Admin(AdminCommand),
+}
+
+/// What to do about administrators.
+#[derive(Debug, Subcommand)]
+pub enum AdminCommand {
+    /// Make an account an administrator, creating it when it does not exist (safe to repeat).
+    /// The password of a new account is read from --password-file, or else from stdin.
+    Create {
+        /// The account's email address.
+        #[arg(long)]
+        email: String,
+        /// A file holding the password (one line).
+        #[arg(long)]
+        password_file: Option<PathBuf>,
+    },
+}
+
+/// The password of a new administrator: the file's first line, or stdin's.
+fn read_password(file: Option<&std::path::Path>) -> anyhow::Result<String> {
+    let text = match file {
+        Some(path) => std::fs::read_to_string(path)
+            .map_err(|error| anyhow::anyhow!("--password-file {}: {error}", path.display()))?,
+        None => std::io::read_to_string(std::io::stdin())?,
+    };
+    Ok(text.lines().next().unwrap_or_default().to_owned())
 }
 
 /// What to do with the keys in Kubernetes.
@@ -68,15 +96,26 @@ pub fn main() -> ! {
             }
         }
     }
-    let keys = match cli.command {
-        Some(Command::Keys(keys)) => Some(keys),
-        _ => None,
+    let (keys, admin) = match cli.command {
+        Some(Command::Keys(keys)) => (Some(keys), None),
+        Some(Command::Admin(admin)) => (None, Some(admin)),
+        _ => (None, None),
     };
     let settings: Settings = cli
         .service
         .load(ENV_PREFIX, UNPREFIXED)
         .unwrap_or_else(|error| auth_core::settings::exit_bad_config(&error));
     auth_core::telemetry::init(settings.log_format, &settings.log_level);
+    if let Some(AdminCommand::Create { email, password_file }) = admin {
+        run_service(async move {
+            let password = read_password(password_file.as_deref())?;
+            let db = crate::database::pool(settings.database_options()?, 1, settings.dependency_timeout);
+            let outcome =
+                crate::service::admin::bootstrap(&db, &email, &password, settings.bcrypt_cost).await?;
+            println!("{outcome}");
+            Ok(())
+        })
+    }
     if let Some(command) = keys {
         run_service(async move {
             let outcome = match command {

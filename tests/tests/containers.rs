@@ -159,7 +159,7 @@ async fn the_images_and_the_charts_pods_run_as_specified() {
         .fetch_one(&db.pool().await)
         .await
         .unwrap();
-    assert_eq!(applied, 7, "the hook Job migrated the empty database");
+    assert_eq!(applied, 8, "the hook Job migrated the empty database");
 
     let server = cluster
         .start(find(&documents, "Deployment", "-server"), READY)

@@ -1,6 +1,7 @@
 //! The public HTTP API: poem-openapi operations, Swagger UI at `/docs`, the spec at
 //! `/openapi.json`, and every error as `application/problem+json`.
 
+mod admin;
 mod auth;
 mod client;
 mod cookies;
@@ -36,6 +37,8 @@ pub enum Tag {
     Keys,
     /// Health probes.
     Health,
+    /// Administering accounts (role `admin`).
+    Admin,
 }
 
 type Apis = (
@@ -45,6 +48,7 @@ type Apis = (
     users::UsersApi,
     well_known::WellKnownApi,
     health::HealthApi,
+    admin::AdminApi,
 );
 
 /// The OpenAPI service over `state`.
@@ -57,6 +61,7 @@ pub fn openapi(state: &SharedState) -> OpenApiService<Apis, ()> {
             users::UsersApi::new(state.clone()),
             well_known::WellKnownApi::new(state.clone()),
             health::HealthApi::new(state.clone()),
+            admin::AdminApi::new(state.clone()),
         ),
         "Auth platform",
         env!("CARGO_PKG_VERSION"),

@@ -95,12 +95,12 @@ pub async fn revoke(settings: &Settings, kid: &str) -> anyhow::Result<String> {
         settings.token_leeway,
         published,
     );
-    let revocation = revoker.key(kid);
+    let mut revocation = revoker.key(kid);
     let mut transaction = db.begin().await.context("PostgreSQL")?;
     revoker
         .record(
             &mut transaction,
-            std::slice::from_ref(&revocation),
+            std::slice::from_mut(&mut revocation),
             "key_compromised",
         )
         .await

@@ -95,8 +95,8 @@ pub async fn replace_password(
 ) -> Result<(Vec<uuid::Uuid>, Vec<auth_core::revocation::Revocation>), ApiError> {
     users::set_password(tx, user_id, hash).await?;
     let ended = sessions::revoke_all(tx, user_id, reason).await?;
-    let revocations = state.revoker.user_and_sessions(user_id, &ended);
-    state.revoker.record(tx, &revocations, reason).await?;
+    let mut revocations = state.revoker.user_and_sessions(user_id, &ended);
+    state.revoker.record(tx, &mut revocations, reason).await?;
     Ok((ended, revocations))
 }
 
@@ -112,10 +112,10 @@ pub async fn delete_account(
     let mut tx = state.db.begin().await?;
     users::soft_delete(&mut tx, user.id).await?;
     let ended = sessions::revoke_all(&mut tx, user.id, "account_deleted").await?;
-    let revocations = state.revoker.user_and_sessions(user.id, &ended);
+    let mut revocations = state.revoker.user_and_sessions(user.id, &ended);
     state
         .revoker
-        .record(&mut tx, &revocations, "account_deleted")
+        .record(&mut tx, &mut revocations, "account_deleted")
         .await?;
     record(
         &mut *tx,

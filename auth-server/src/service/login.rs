@@ -92,7 +92,7 @@ pub async fn login(
         .verify(password, user.as_ref().map(|user| user.password_hash.as_str()))
         .await?;
     let user = match user {
-        Some(user) if matched && (known || !user.is_locked()) => user,
+        Some(user) if matched && (known || !user.is_locked()) && !user.is_disabled() => user,
         None => return Err(refuse(state, None, "unknown_account", client).await),
         Some(user) if matched => return Err(refuse(state, Some(user.id), "locked", client).await),
         Some(user) => return Err(refuse(state, Some(user.id), "wrong_password", client).await),
@@ -100,7 +100,9 @@ pub async fn login(
     let mut tx = state.db.begin().await?;
     // A password change, deletion or lock that committed since the account was read wins.
     let still = users::lock_for_login(&mut tx, user.id).await?;
-    if !still.is_some_and(|(hash, locked)| hash == user.password_hash && (known || !locked)) {
+    if !still
+        .is_some_and(|(hash, locked, disabled)| hash == user.password_hash && (known || !locked) && !disabled)
+    {
         drop(tx);
         return Err(refuse(state, Some(user.id), "changed_during_login", client).await);
     }

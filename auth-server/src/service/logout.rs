@@ -86,8 +86,8 @@ pub async fn end_sessions(
             (ended, revocations)
         }
     };
-    let revocations: Vec<Revocation> = also.into_iter().chain(ended_revocations).collect();
-    state.revoker.record(&mut tx, &revocations, reason).await?;
+    let mut revocations: Vec<Revocation> = also.into_iter().chain(ended_revocations).collect();
+    state.revoker.record(&mut tx, &mut revocations, reason).await?;
     record(
         &mut *tx,
         AuditEvent {

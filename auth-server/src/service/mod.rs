@@ -1,6 +1,7 @@
 //! The account and token flows, between the HTTP handlers and the stores.
 
 pub mod accounts;
+pub mod admin;
 pub mod changes;
 pub mod grants;
 pub mod login;

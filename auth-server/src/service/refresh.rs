@@ -78,11 +78,11 @@ async fn revoke_stolen_session(
     client: &ClientInfo,
 ) -> Result<(), ApiError> {
     tracing::warn!(%session_id, %user_id, "refresh token reused: session revoked");
-    let revocations = [state.revoker.session(session_id)];
+    let mut revocations = [state.revoker.session(session_id)];
     let mut tx = state.db.begin().await?;
     state
         .revoker
-        .record(&mut tx, &revocations, "refresh_token_reuse")
+        .record(&mut tx, &mut revocations, "refresh_token_reuse")
         .await?;
     record(
         &mut *tx,

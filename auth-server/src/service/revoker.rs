@@ -70,8 +70,13 @@ impl Revoker {
     /// never outside its session.
     pub fn user_and_sessions(&self, user_id: Uuid, sessions: &[Uuid]) -> Vec<Revocation> {
         let mut revocations: Vec<Revocation> = sessions.iter().map(|sid| self.session(*sid)).collect();
-        revocations.push(Revocation::user(user_id, unix_now(), self.horizon()));
+        revocations.push(self.user(user_id));
         revocations
+    }
+
+    /// Revokes every token of a user issued up to now (their sessions stay).
+    pub fn user(&self, user_id: Uuid) -> Revocation {
+        Revocation::user(user_id, unix_now(), self.horizon())
     }
 
     /// Stores `revocations` in the caller's transaction, so they commit with the change they
@@ -79,7 +84,7 @@ impl Revoker {
     pub async fn record(
         &self,
         conn: &mut PgConnection,
-        revocations: &[Revocation],
+        revocations: &mut [Revocation],
         reason: &str,
     ) -> Result<(), ApiError> {
         store::revoked::record(conn, revocations, reason).await?;

@@ -1,6 +1,7 @@
 //! PostgreSQL access: one module per table group, plain SQL, constraint errors mapped in
 //! `crate::constraints`.
 
+pub mod admin;
 pub mod audit;
 pub mod known_sources;
 pub mod refresh;

@@ -3,32 +3,45 @@
 use auth_core::revocation::{Revocation, RevocationKind};
 use sqlx::{PgConnection, PgPool};
 
-/// Records `revocations`; a repeated one keeps the later instant and expiry.
+/// Records `revocations`; a repeated one keeps the later instant and expiry. A user revocation
+/// repeated within the second of the previous one moves a second past it: tokens issued after
+/// the previous one in that second are dated a second later (see `TokenIssuer::issue`), and the
+/// new one must cover them. The instants as stored are written back into `revocations`, so what
+/// is published is what is durable.
 pub async fn record(
     conn: &mut PgConnection,
-    revocations: &[Revocation],
+    revocations: &mut [Revocation],
     reason: &str,
 ) -> Result<(), sqlx::Error> {
     let kinds: Vec<&str> = revocations.iter().map(|r| r.kind.as_str()).collect();
     let ids: Vec<&str> = revocations.iter().map(|r| r.id.as_str()).collect();
     let befores: Vec<Option<i64>> = revocations.iter().map(|r| r.before).collect();
     let untils: Vec<i64> = revocations.iter().map(|r| r.until).collect();
-    sqlx::query(
+    let stored: Vec<(String, String, Option<i64>)> = sqlx::query_as(
         "INSERT INTO revoked_tokens (kind, value, revoked_before, expires_at, reason) \
          SELECT kind, value, to_timestamp(before), to_timestamp(until), $5 \
          FROM unnest($1::text[], $2::text[], $3::bigint[], $4::bigint[]) AS r(kind, value, before, until) \
          ON CONFLICT (kind, value) DO UPDATE SET \
-           revoked_before = GREATEST(revoked_tokens.revoked_before, EXCLUDED.revoked_before), \
+           revoked_before = GREATEST(revoked_tokens.revoked_before + interval '1 second', EXCLUDED.revoked_before), \
            expires_at = GREATEST(revoked_tokens.expires_at, EXCLUDED.expires_at), \
-           reason = EXCLUDED.reason",
+           reason = EXCLUDED.reason \
+         RETURNING kind, value, extract(epoch FROM revoked_before)::bigint AS before",
     )
     .bind(&kinds)
     .bind(&ids)
     .bind(&befores)
     .bind(&untils)
     .bind(reason)
-    .execute(conn)
+    .fetch_all(conn)
     .await?;
+    for row in stored {
+        if let Some(revocation) = revocations
+            .iter_mut()
+            .find(|revocation| revocation.kind.as_str() == row.0 && revocation.id == row.1)
+        {
+            revocation.before = row.2;
+        }
+    }
     Ok(())
 }
 

@@ -27,6 +27,8 @@ pub struct User {
     pub profile: serde_json::Value,
     /// Locked until then, if set and in the future.
     pub locked_until: Option<OffsetDateTime>,
+    /// Disabled by an administrator until then, if set and in the future.
+    pub disabled_until: Option<OffsetDateTime>,
     /// When the account was created.
     pub created_at: OffsetDateTime,
     /// When it last changed.
@@ -41,6 +43,12 @@ impl User {
         self.locked_until
             .is_some_and(|until| until > OffsetDateTime::now_utc())
     }
+
+    /// Whether an administrator disabled the account for now.
+    pub fn is_disabled(&self) -> bool {
+        self.disabled_until
+            .is_some_and(|until| until > OffsetDateTime::now_utc())
+    }
 }
 
 /// The columns of [`User`], as a literal so queries stay `&'static str`.
@@ -48,7 +56,7 @@ macro_rules! user_query {
     ($tail:literal) => {
         concat!(
             "SELECT u.id, u.email, u.username, u.password_hash, u.first_name, u.last_name, \
-             u.email_verified, u.roles, u.profile, u.locked_until, u.created_at, u.updated_at, \
+             u.email_verified, u.roles, u.profile, u.locked_until, u.disabled_until, u.created_at, u.updated_at, \
              (SELECT extract(epoch FROM r.revoked_before)::bigint FROM revoked_tokens r \
               WHERE r.kind = 'user' AND r.value = u.id::text AND r.expires_at > now()) AS revoked_before \
              FROM users u WHERE u.deleted_at IS NULL AND ",
@@ -142,14 +150,15 @@ pub async fn record_failure(
     Ok(locked == Some(true))
 }
 
-/// The password hash and lock of a live account, with its row locked until the transaction ends:
-/// a login creates its session only if the account is still what it checked.
+/// The password hash, lockout and disabling of a live account, with its row locked until the
+/// transaction ends: a login creates its session only if the account is still what it checked.
 pub async fn lock_for_login(
     conn: &mut PgConnection,
     id: Uuid,
-) -> Result<Option<(String, bool)>, sqlx::Error> {
+) -> Result<Option<(String, bool, bool)>, sqlx::Error> {
     sqlx::query_as(
-        "SELECT password_hash, (locked_until IS NOT NULL AND locked_until > now()) FROM users          WHERE id = $1 AND deleted_at IS NULL FOR UPDATE",
+        "SELECT password_hash, coalesce(locked_until > now(), false), coalesce(disabled_until > now(), false) \
+         FROM users WHERE id = $1 AND deleted_at IS NULL FOR UPDATE",
     )
     .bind(id)
     .fetch_optional(conn)

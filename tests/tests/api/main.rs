@@ -1,6 +1,7 @@
 //! The auth server's HTTP API, over real HTTP, against real PostgreSQL and Redis.
 
 mod account;
+mod admin;
 mod http;
 mod lockout;
 mod login;

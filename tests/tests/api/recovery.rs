@@ -147,7 +147,12 @@ async fn a_forgotten_password_is_reset_through_the_mailed_link_and_every_session
     .await;
     let token = login["tokens"]["access_token"].as_str().unwrap();
     assert!(verified(&server, token).await.claims.email_verified);
-    assert!(accepted["message"].as_str().unwrap().starts_with("If an account uses this address"));
+    assert!(
+        accepted["message"]
+            .as_str()
+            .unwrap()
+            .starts_with("If an account uses this address")
+    );
 }
 
 #[tokio::test]

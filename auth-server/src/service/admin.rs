@@ -1,0 +1,353 @@
+//! Administering accounts. Every action is audited with the administrator who took it, in the
+//! transaction of its effect; the last administrator can be neither demoted, locked nor deleted.
+
+use auth_core::revocation::Revocation;
+use auth_core::token::VerifiedToken;
+use serde_json::json;
+use time::OffsetDateTime;
+use uuid::Uuid;
+
+use crate::error::{ApiError, FieldError};
+use crate::mail::outbox::{self, PASSWORD_RESET};
+use crate::service::grants::forget_sessions;
+use crate::state::AppState;
+use crate::store::admin::{self as store, AccountSummary};
+use crate::store::audit::{AuditEvent, record};
+use crate::store::{ClientInfo, sessions, users};
+
+/// The role that may use the admin API.
+pub const ADMIN: &str = "admin";
+/// The most roles one account may have.
+const MAX_ROLES: usize = 16;
+
+/// Refuses a token without the admin role (403; no token at all is a 401 before this).
+pub fn require_admin(token: &VerifiedToken) -> Result<(), ApiError> {
+    match token.claims.roles.iter().any(|role| role == ADMIN) {
+        true => Ok(()),
+        false => Err(ApiError::Forbidden),
+    }
+}
+
+/// A role name: lowercase letters, digits, `_` and `-`, starting with a letter, at most 32.
+fn valid_role(role: &str) -> bool {
+    let mut chars = role.chars();
+    chars.next().is_some_and(|first| first.is_ascii_lowercase())
+        && role.len() <= 32
+        && chars.all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_' || c == '-')
+}
+
+fn last_admin() -> ApiError {
+    ApiError::Conflict {
+        field: "roles",
+        detail: "this is the last administrator; make another one first",
+    }
+}
+
+/// What an action did, for the audit log.
+struct Action<'a> {
+    event_type: &'a str,
+    admin: &'a VerifiedToken,
+    target: Uuid,
+    client: &'a ClientInfo,
+    data: serde_json::Value,
+}
+
+async fn audit(tx: &mut sqlx::PgConnection, action: Action<'_>) -> Result<(), ApiError> {
+    let mut data = action.data;
+    data["admin_id"] = json!(action.admin.claims.sub);
+    tracing::info!(event = action.event_type, admin = %action.admin.claims.sub, user = %action.target, "admin action");
+    record(
+        &mut *tx,
+        AuditEvent {
+            event_type: action.event_type,
+            user_id: Some(action.target),
+            session_id: Some(action.admin.claims.sid),
+            client: action.client,
+            data,
+        },
+    )
+    .await?;
+    Ok(())
+}
+
+/// The account, or 404.
+async fn target(tx: &mut sqlx::PgConnection, id: Uuid) -> Result<AccountSummary, ApiError> {
+    store::summary(&mut *tx, id).await?.ok_or(ApiError::NotFound)
+}
+
+/// Ends every session and token of `user` in the transaction; returns what to publish after it.
+async fn end_sessions(
+    state: &AppState,
+    tx: &mut sqlx::PgConnection,
+    user: Uuid,
+    reason: &str,
+) -> Result<(Vec<Uuid>, Vec<Revocation>), ApiError> {
+    let ended = sessions::revoke_all(tx, user, reason).await?;
+    let mut revocations = state.revoker.user_and_sessions(user, &ended);
+    state.revoker.record(tx, &mut revocations, reason).await?;
+    Ok((ended, revocations))
+}
+
+async fn finish(
+    state: &AppState,
+    tx: sqlx::Transaction<'_, sqlx::Postgres>,
+    (ended, revocations): (Vec<Uuid>, Vec<Revocation>),
+) -> Result<(), ApiError> {
+    tx.commit().await?;
+    state.revoker.publish_or_retry(&revocations).await;
+    forget_sessions(state, &ended).await;
+    Ok(())
+}
+
+/// Sets an account's roles. Its older access tokens are revoked at once, so no token keeps a
+/// removed role (its sessions stay: the next refresh carries the new roles).
+pub async fn set_roles(
+    state: &AppState,
+    admin: &VerifiedToken,
+    user: Uuid,
+    mut roles: Vec<String>,
+    client: &ClientInfo,
+) -> Result<AccountSummary, ApiError> {
+    roles.sort();
+    roles.dedup();
+    let mut problems = Vec::new();
+    if roles.len() > MAX_ROLES {
+        problems.push(FieldError::new("roles", "at most 16 roles"));
+    }
+    if let Some(bad) = roles.iter().find(|role| !valid_role(role)) {
+        problems.push(FieldError::new(
+            "roles",
+            format!("{bad:?} is not a role name (a-z, 0-9, _ and -, starting with a letter, at most 32)"),
+        ));
+    }
+    if !problems.is_empty() {
+        return Err(ApiError::Validation(problems));
+    }
+    let mut tx = state.db.begin().await?;
+    let admins = store::lock_admins(&mut tx).await?;
+    let before = target(&mut tx, user).await?;
+    if admins == [user] && !roles.iter().any(|role| role == ADMIN) {
+        return Err(last_admin());
+    }
+    store::set_roles(&mut tx, user, &roles).await?;
+    let mut revocation = state.revoker.user(user);
+    state
+        .revoker
+        .record(&mut tx, std::slice::from_mut(&mut revocation), "roles_changed")
+        .await?;
+    audit(
+        &mut tx,
+        Action {
+            event_type: "admin_roles_set",
+            admin,
+            target: user,
+            client,
+            data: json!({ "before": before.roles, "after": roles }),
+        },
+    )
+    .await?;
+    let after = target(&mut tx, user).await?;
+    finish(state, tx, (Vec::new(), vec![revocation])).await?;
+    Ok(after)
+}
+
+/// Locks an account (until `until`, or for good) and ends its sessions; or unlocks it.
+pub async fn set_lock(
+    state: &AppState,
+    admin: &VerifiedToken,
+    user: Uuid,
+    lock: Option<Option<OffsetDateTime>>,
+    client: &ClientInfo,
+) -> Result<AccountSummary, ApiError> {
+    let mut tx = state.db.begin().await?;
+    let admins = store::lock_admins(&mut tx).await?;
+    target(&mut tx, user).await?;
+    let outcome = match lock {
+        Some(until) => {
+            if admins == [user] {
+                return Err(last_admin());
+            }
+            let until = until.unwrap_or(OffsetDateTime::new_utc(
+                time::Date::from_calendar_date(9999, time::Month::December, 31).unwrap_or(time::Date::MAX),
+                time::Time::MIDNIGHT,
+            ));
+            store::set_lock(&mut tx, user, Some(until)).await?;
+            let ended = end_sessions(state, &mut tx, user, "admin_locked").await?;
+            audit(
+                &mut tx,
+                Action {
+                    event_type: "admin_user_locked",
+                    admin,
+                    target: user,
+                    client,
+                    data: json!({ "until": until.unix_timestamp(), "sessions_revoked": ended.0.len() }),
+                },
+            )
+            .await?;
+            ended
+        }
+        None => {
+            store::set_lock(&mut tx, user, None).await?;
+            audit(
+                &mut tx,
+                Action {
+                    event_type: "admin_user_unlocked",
+                    admin,
+                    target: user,
+                    client,
+                    data: json!({}),
+                },
+            )
+            .await?;
+            (Vec::new(), Vec::new())
+        }
+    };
+    let after = target(&mut tx, user).await?;
+    finish(state, tx, outcome).await?;
+    Ok(after)
+}
+
+/// Ends every session and token of an account.
+pub async fn revoke_sessions(
+    state: &AppState,
+    admin: &VerifiedToken,
+    user: Uuid,
+    client: &ClientInfo,
+) -> Result<(), ApiError> {
+    let mut tx = state.db.begin().await?;
+    target(&mut tx, user).await?;
+    let ended = end_sessions(state, &mut tx, user, "admin_revoked").await?;
+    audit(
+        &mut tx,
+        Action {
+            event_type: "admin_sessions_revoked",
+            admin,
+            target: user,
+            client,
+            data: json!({ "sessions_revoked": ended.0.len() }),
+        },
+    )
+    .await?;
+    finish(state, tx, ended).await
+}
+
+/// Makes the owner choose a new password: the current one stops working, every session ends,
+/// and a reset link is mailed.
+pub async fn force_password_reset(
+    state: &AppState,
+    admin: &VerifiedToken,
+    user: Uuid,
+    client: &ClientInfo,
+) -> Result<(), ApiError> {
+    let mut tx = state.db.begin().await?;
+    let account = target(&mut tx, user).await?;
+    store::disable_password(&mut tx, user).await?;
+    let ended = end_sessions(state, &mut tx, user, "admin_forced_reset").await?;
+    outbox::enqueue(&mut *tx, PASSWORD_RESET, &account.email).await?;
+    audit(
+        &mut tx,
+        Action {
+            event_type: "admin_password_reset_forced",
+            admin,
+            target: user,
+            client,
+            data: json!({ "sessions_revoked": ended.0.len() }),
+        },
+    )
+    .await?;
+    finish(state, tx, ended).await
+}
+
+/// Deletes an account (its address and username become free) and ends everything it had.
+pub async fn delete_user(
+    state: &AppState,
+    admin: &VerifiedToken,
+    user: Uuid,
+    client: &ClientInfo,
+) -> Result<(), ApiError> {
+    let mut tx = state.db.begin().await?;
+    let admins = store::lock_admins(&mut tx).await?;
+    target(&mut tx, user).await?;
+    if admins == [user] {
+        return Err(last_admin());
+    }
+    users::soft_delete(&mut tx, user).await?;
+    let ended = end_sessions(state, &mut tx, user, "admin_deleted").await?;
+    audit(
+        &mut tx,
+        Action {
+            event_type: "admin_user_deleted",
+            admin,
+            target: user,
+            client,
+            data: json!({ "sessions_revoked": ended.0.len() }),
+        },
+    )
+    .await?;
+    finish(state, tx, ended).await
+}
+
+/// Makes `email` an administrator (`auth-server admin create`): creates the account with
+/// `password` (the policy applies; the address counts as verified, the operator vouches for it),
+/// or, when it exists, adds the role and leaves its password alone. Safe to run again.
+pub async fn bootstrap(
+    db: &sqlx::PgPool,
+    email: &str,
+    password: &str,
+    bcrypt_cost: u32,
+) -> anyhow::Result<String> {
+    let email = email.trim();
+    if let Some(problem) = crate::validation::email("email", email) {
+        anyhow::bail!("--email: {}", problem.message);
+    }
+    let mut tx = db.begin().await?;
+    let existing: Option<(Uuid, Vec<String>)> = sqlx::query_as(
+        "SELECT id, roles FROM users WHERE lower(email) = lower($1) AND deleted_at IS NULL FOR UPDATE",
+    )
+    .bind(email)
+    .fetch_optional(&mut *tx)
+    .await?;
+    let (id, outcome) = match existing {
+        Some((id, roles)) if roles.iter().any(|role| role == ADMIN) => (id, "was an administrator already"),
+        Some((id, mut roles)) => {
+            roles.push(ADMIN.to_owned());
+            roles.sort();
+            store::set_roles(&mut tx, id, &roles).await?;
+            (id, "existed; it is an administrator now")
+        }
+        None => {
+            if let Some(problem) = crate::passwords::check_new_password("password", password, email) {
+                anyhow::bail!("the password: {}", problem.message);
+            }
+            let password = password.to_owned();
+            let hash = tokio::task::spawn_blocking(move || bcrypt::hash(password, bcrypt_cost)).await??;
+            let id = users::insert(
+                &mut tx,
+                &users::NewUser {
+                    email,
+                    username: None,
+                    password_hash: &hash,
+                    first_name: None,
+                    last_name: None,
+                },
+            )
+            .await?;
+            store::set_roles(&mut tx, id, &[ADMIN.to_owned(), "user".to_owned()]).await?;
+            users::mark_verified(&mut tx, id, false).await?;
+            (id, "created as an administrator")
+        }
+    };
+    record(
+        &mut *tx,
+        AuditEvent {
+            event_type: "admin_bootstrapped",
+            user_id: Some(id),
+            session_id: None,
+            client: &ClientInfo::default(),
+            data: json!({ "outcome": outcome }),
+        },
+    )
+    .await?;
+    tx.commit().await?;
+    Ok(format!("{email} ({id}) {outcome}"))
+}

@@ -1,0 +1,538 @@
+//! The admin API and `auth-server admin create`, against real PostgreSQL and Redis.
+
+use platform_tests::command::run;
+use platform_tests::server::{TestServer, TestUser, spawn_server};
+use serde_json::{Value, json};
+
+use crate::support::{db, fields, json, problem};
+
+const PASSWORD: &str = "correct horse battery staple";
+
+/// Makes `email` an administrator with the real binary, as an operator would.
+async fn admin_create(server: &TestServer, email: &str, password: &str) -> platform_tests::command::Finished {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("password");
+    std::fs::write(&file, format!("{password}\n")).unwrap();
+    run(
+        "auth-server",
+        &[
+            "admin",
+            "create",
+            "--email",
+            email,
+            "--password-file",
+            file.to_str().unwrap(),
+        ],
+        &[
+            ("DATABASE_URL", server.db.url.as_str()),
+            ("AUTH_BCRYPT_COST", "4"),
+            ("AUTH_LOG_LEVEL", "warn"),
+        ],
+    )
+    .await
+}
+
+/// A logged-in administrator.
+async fn admin(server: &TestServer) -> TestUser {
+    let email = format!("admin-{}@example.com", platform_tests::server::uuid_like());
+    let created = admin_create(server, &email, PASSWORD).await;
+    assert_eq!(created.code, 0, "{created:#?}");
+    let placeholder = TestUser {
+        id: String::new(),
+        email,
+        password: PASSWORD.to_owned(),
+        access: String::new(),
+        refresh: String::new(),
+        session: String::new(),
+    };
+    let mut logged_in = server.login(&placeholder).await;
+    let me = json(server.get_auth("/api/auth/me", &logged_in.access).await, 200).await;
+    logged_in.id = me["id"].as_str().unwrap().to_owned();
+    logged_in
+}
+
+async fn call(
+    server: &TestServer,
+    method: reqwest::Method,
+    path: &str,
+    token: Option<&str>,
+    body: Option<Value>,
+) -> reqwest::Response {
+    let mut request = server.request(method, path);
+    if let Some(token) = token {
+        request = request.bearer_auth(token);
+    }
+    if let Some(body) = body {
+        request = request.json(&body);
+    }
+    request.send().await.unwrap()
+}
+
+async fn get(server: &TestServer, path: &str, token: &str) -> Value {
+    json(
+        call(server, reqwest::Method::GET, path, Some(token), None).await,
+        200,
+    )
+    .await
+}
+
+async fn post(server: &TestServer, path: &str, token: &str, body: Value) -> reqwest::Response {
+    call(server, reqwest::Method::POST, path, Some(token), Some(body)).await
+}
+
+async fn login_status(server: &TestServer, email: &str, password: &str) -> u16 {
+    server
+        .post(
+            "/api/auth/login",
+            &json!({ "email": email, "password": password }),
+        )
+        .await
+        .status()
+        .as_u16()
+}
+
+#[tokio::test]
+async fn the_first_admin_comes_from_the_command_line_and_running_it_again_changes_nothing() {
+    let server = spawn_server().await;
+    let created = admin_create(&server, "root@example.com", PASSWORD).await;
+    assert_eq!(created.code, 0, "{created:#?}");
+    assert!(
+        created.stdout.contains("created as an administrator"),
+        "{}",
+        created.stdout
+    );
+    let again = admin_create(&server, "ROOT@example.com", "another passphrase entirely").await;
+    assert_eq!(again.code, 0);
+    assert!(
+        again.stdout.contains("was an administrator already"),
+        "{}",
+        again.stdout
+    );
+    assert_eq!(
+        login_status(&server, "root@example.com", PASSWORD).await,
+        200,
+        "the password was left alone"
+    );
+
+    let user = server.new_user().await;
+    let promoted = admin_create(&server, &user.email, "ignored for an existing account").await;
+    assert!(
+        promoted.stdout.contains("it is an administrator now"),
+        "{}",
+        promoted.stdout
+    );
+    let token = server.login(&user).await.access;
+    assert_eq!(
+        call(
+            &server,
+            reqwest::Method::GET,
+            "/api/admin/users",
+            Some(&token),
+            None
+        )
+        .await
+        .status(),
+        200
+    );
+
+    let weak = admin_create(&server, "weak@example.com", "short").await;
+    assert_ne!(weak.code, 0);
+    assert!(weak.stderr.contains("password"), "{}", weak.stderr);
+    assert_eq!(
+        login_status(&server, "weak@example.com", "short").await,
+        401,
+        "nothing was created"
+    );
+}
+
+#[tokio::test]
+async fn every_admin_route_refuses_anonymous_callers_and_users_without_the_role() {
+    let server = spawn_server().await;
+    let user = server.new_user().await;
+    let id = &user.id;
+    let routes = [
+        (reqwest::Method::GET, "/api/admin/users".to_owned(), None),
+        (reqwest::Method::GET, format!("/api/admin/users/{id}"), None),
+        (
+            reqwest::Method::PUT,
+            format!("/api/admin/users/{id}/roles"),
+            Some(json!({"roles": ["admin"]})),
+        ),
+        (
+            reqwest::Method::POST,
+            format!("/api/admin/users/{id}/lock"),
+            Some(json!({})),
+        ),
+        (
+            reqwest::Method::POST,
+            format!("/api/admin/users/{id}/unlock"),
+            None,
+        ),
+        (
+            reqwest::Method::POST,
+            format!("/api/admin/users/{id}/revoke-sessions"),
+            None,
+        ),
+        (
+            reqwest::Method::POST,
+            format!("/api/admin/users/{id}/force-password-reset"),
+            None,
+        ),
+        (reqwest::Method::DELETE, format!("/api/admin/users/{id}"), None),
+        (reqwest::Method::GET, "/api/admin/audit".to_owned(), None),
+    ];
+    for (method, path, body) in routes {
+        let anonymous = call(&server, method.clone(), &path, None, body.clone()).await;
+        problem(anonymous, 401).await;
+        let forbidden = call(&server, method.clone(), &path, Some(&user.access), body).await;
+        assert_eq!(forbidden.status(), 403, "{method} {path}");
+    }
+    let me = json(server.get_auth("/api/auth/me", &user.access).await, 200).await;
+    assert_eq!(me["roles"], json!(["user"]), "nothing changed");
+}
+
+#[tokio::test]
+async fn accounts_are_searched_and_paged_newest_first() {
+    let server = spawn_server().await;
+    let admin = admin(&server).await;
+    let mut emails = Vec::new();
+    for n in 0..5 {
+        let email = format!("paged-{n}-{}@example.com", platform_tests::server::uuid_like());
+        server.register(&email, PASSWORD).await;
+        emails.push(email);
+    }
+    let mut seen = Vec::new();
+    let mut path = "/api/admin/users?email_prefix=PAGED-&limit=2".to_owned();
+    loop {
+        let page = get(&server, &path, &admin.access).await;
+        let users = page["users"].as_array().unwrap();
+        assert!(users.len() <= 2);
+        seen.extend(
+            users
+                .iter()
+                .map(|user| user["email"].as_str().unwrap().to_owned()),
+        );
+        match page["next"].as_str() {
+            Some(next) => path = format!("/api/admin/users?email_prefix=PAGED-&limit=2&after={next}"),
+            None => break,
+        }
+    }
+    emails.reverse();
+    assert_eq!(seen, emails, "every match once, newest first");
+
+    let admins = get(&server, "/api/admin/users?role=admin", &admin.access).await;
+    assert_eq!(admins["users"].as_array().unwrap().len(), 1);
+    let unverified = get(
+        &server,
+        "/api/admin/users?verified=false&email_prefix=paged-",
+        &admin.access,
+    )
+    .await;
+    assert_eq!(unverified["users"].as_array().unwrap().len(), 5);
+    // `%` and `_` in a prefix match themselves only.
+    let literal = get(&server, "/api/admin/users?email_prefix=%25", &admin.access).await;
+    assert!(literal["users"].as_array().unwrap().is_empty());
+    let bad = problem(
+        call(
+            &server,
+            reqwest::Method::GET,
+            "/api/admin/users?limit=0",
+            Some(&admin.access),
+            None,
+        )
+        .await,
+        422,
+    )
+    .await;
+    assert_eq!(fields(&bad), ["limit"]);
+    let bad = problem(
+        call(
+            &server,
+            reqwest::Method::GET,
+            "/api/admin/users?after=nonsense",
+            Some(&admin.access),
+            None,
+        )
+        .await,
+        422,
+    )
+    .await;
+    assert_eq!(fields(&bad), ["after"]);
+}
+
+#[tokio::test]
+async fn a_locked_account_is_refused_like_a_wrong_password_until_unlocked() {
+    let server = spawn_server().await;
+    let admin = admin(&server).await;
+    let user = server.new_user().await;
+    let wrong = server
+        .post(
+            "/api/auth/login",
+            &json!({ "email": user.email, "password": "not the password" }),
+        )
+        .await;
+    let wrong = (wrong.status(), wrong.text().await.unwrap());
+
+    let locked = json(
+        post(
+            &server,
+            &format!("/api/admin/users/{}/lock", user.id),
+            &admin.access,
+            json!({}),
+        )
+        .await,
+        200,
+    )
+    .await;
+    assert_eq!(locked["locked"], true);
+    let refused = server
+        .post(
+            "/api/auth/login",
+            &json!({ "email": user.email, "password": PASSWORD }),
+        )
+        .await;
+    assert_eq!(
+        (refused.status(), refused.text().await.unwrap()),
+        wrong,
+        "no oracle"
+    );
+    assert_eq!(
+        server.get_auth("/api/auth/me", &user.access).await.status(),
+        401,
+        "its sessions ended"
+    );
+    let listed = get(&server, "/api/admin/users?locked=true", &admin.access).await;
+    assert_eq!(listed["users"][0]["id"], user.id.as_str());
+
+    let unlocked = json(
+        post(
+            &server,
+            &format!("/api/admin/users/{}/unlock", user.id),
+            &admin.access,
+            json!({}),
+        )
+        .await,
+        200,
+    )
+    .await;
+    assert_eq!(unlocked["locked"], false);
+    assert_eq!(login_status(&server, &user.email, PASSWORD).await, 200);
+}
+
+#[tokio::test]
+async fn roles_change_at_once_and_the_last_admin_stays() {
+    let server = spawn_server().await;
+    let admin = admin(&server).await;
+    let user = server.new_user().await;
+    let path = format!("/api/admin/users/{}/roles", user.id);
+    let set = |roles: Value| {
+        let (server, path, token) = (&server, path.clone(), admin.access.clone());
+        async move {
+            call(
+                server,
+                reqwest::Method::PUT,
+                &path,
+                Some(&token),
+                Some(json!({ "roles": roles })),
+            )
+            .await
+        }
+    };
+    let invalid = problem(set(json!(["Admin!"])).await, 422).await;
+    assert_eq!(fields(&invalid), ["roles"]);
+
+    let promoted = json(set(json!(["user", "admin"])).await, 200).await;
+    assert_eq!(promoted["roles"], json!(["admin", "user"]));
+    assert_eq!(
+        server.get_auth("/api/auth/me", &user.access).await.status(),
+        401,
+        "its older tokens are revoked"
+    );
+    let second_admin = server.login(&user).await;
+    assert_eq!(
+        server
+            .get_auth("/api/admin/users", &second_admin.access)
+            .await
+            .status(),
+        200
+    );
+
+    // Two administrators: one may demote the other, whose next request is refused.
+    let demoted = json(set(json!(["user"])).await, 200).await;
+    assert_eq!(demoted["roles"], json!(["user"]));
+    assert_eq!(
+        server
+            .get_auth("/api/admin/users", &second_admin.access)
+            .await
+            .status(),
+        401
+    );
+    let relogged = server.login(&user).await;
+    assert_eq!(
+        server
+            .get_auth("/api/admin/users", &relogged.access)
+            .await
+            .status(),
+        403
+    );
+
+    // Alone, the administrator can neither drop the role nor be locked or deleted.
+    let own = format!("/api/admin/users/{}/roles", admin.id);
+    let refused = call(
+        &server,
+        reqwest::Method::PUT,
+        &own,
+        Some(&admin.access),
+        Some(json!({"roles": ["user"]})),
+    )
+    .await;
+    problem(refused, 409).await;
+    problem(
+        post(
+            &server,
+            &format!("/api/admin/users/{}/lock", admin.id),
+            &admin.access,
+            json!({}),
+        )
+        .await,
+        409,
+    )
+    .await;
+    let delete = call(
+        &server,
+        reqwest::Method::DELETE,
+        &format!("/api/admin/users/{}", admin.id),
+        Some(&admin.access),
+        None,
+    )
+    .await;
+    problem(delete, 409).await;
+    let me = json(server.get_auth("/api/auth/me", &admin.access).await, 200).await;
+    assert_eq!(me["roles"], json!(["admin", "user"]));
+}
+
+#[tokio::test]
+async fn sessions_revoked_a_reset_forced_and_an_account_deleted_each_take_effect_and_are_audited() {
+    let server = spawn_server().await;
+    let admin = admin(&server).await;
+    let user = server.new_user().await;
+    let other_session = server.login(&user).await;
+    let detail = get(&server, &format!("/api/admin/users/{}", user.id), &admin.access).await;
+    assert_eq!(detail["user"]["email"], user.email.as_str());
+    assert_eq!(detail["sessions"].as_array().unwrap().len(), 2);
+    let missing = call(
+        &server,
+        reqwest::Method::GET,
+        &format!("/api/admin/users/{}", uuid::Uuid::new_v4()),
+        Some(&admin.access),
+        None,
+    )
+    .await;
+    problem(missing, 404).await;
+
+    assert_eq!(
+        post(
+            &server,
+            &format!("/api/admin/users/{}/revoke-sessions", user.id),
+            &admin.access,
+            json!({})
+        )
+        .await
+        .status(),
+        204
+    );
+    for token in [&user.access, &other_session.access] {
+        assert_eq!(server.get_auth("/api/auth/me", token).await.status(), 401);
+    }
+
+    let fresh = server.login(&user).await;
+    assert_eq!(
+        post(
+            &server,
+            &format!("/api/admin/users/{}/force-password-reset", user.id),
+            &admin.access,
+            json!({})
+        )
+        .await
+        .status(),
+        204
+    );
+    assert_eq!(
+        login_status(&server, &user.email, PASSWORD).await,
+        401,
+        "the old password stops working"
+    );
+    assert_eq!(server.get_auth("/api/auth/me", &fresh.access).await.status(), 401);
+    let queued: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM mail_outbox WHERE kind = 'password_reset' AND recipient = $1",
+    )
+    .bind(&user.email)
+    .fetch_one(&mut db(&server).await)
+    .await
+    .unwrap();
+    assert_eq!(queued, 1, "a reset link is on its way");
+
+    let delete = call(
+        &server,
+        reqwest::Method::DELETE,
+        &format!("/api/admin/users/{}", user.id),
+        Some(&admin.access),
+        None,
+    )
+    .await;
+    assert_eq!(delete.status(), 204);
+    problem(
+        call(
+            &server,
+            reqwest::Method::GET,
+            &format!("/api/admin/users/{}", user.id),
+            Some(&admin.access),
+            None,
+        )
+        .await,
+        404,
+    )
+    .await;
+
+    // The audit trail: who did what to whom, newest first, paged.
+    let trail = get(
+        &server,
+        &format!("/api/admin/audit?user_id={}&limit=2", user.id),
+        &admin.access,
+    )
+    .await;
+    let entries = trail["entries"].as_array().unwrap();
+    assert_eq!(entries[0]["event_type"], "admin_user_deleted");
+    assert_eq!(entries[0]["data"]["admin_id"], admin.id.as_str());
+    assert_eq!(
+        entries[1]["event_type"], "login_failed",
+        "the old password, tried after the forced reset"
+    );
+    let next = trail["next"].as_i64().expect("more pages");
+    let older = get(
+        &server,
+        &format!("/api/admin/audit?user_id={}&before={next}", user.id),
+        &admin.access,
+    )
+    .await;
+    let types: Vec<&str> = older["entries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|entry| entry["event_type"].as_str().unwrap())
+        .collect();
+    for expected in [
+        "admin_password_reset_forced",
+        "admin_sessions_revoked",
+        "user_registered",
+    ] {
+        assert!(types.contains(&expected), "{expected} in {types:?}");
+    }
+    let by_type = get(
+        &server,
+        "/api/admin/audit?event_type=admin_sessions_revoked",
+        &admin.access,
+    )
+    .await;
+    assert_eq!(by_type["entries"].as_array().unwrap().len(), 1);
+}
