@@ -29,6 +29,8 @@ pub struct ServerMetrics {
     pub mails: IntCounterVec,
     /// Mails waiting in the outbox.
     pub mail_outbox_depth: IntGauge,
+    /// Rows the cleanup removed, by table.
+    pub cleanup_removed: IntCounterVec,
 }
 
 /// A counter by one label, with a zero series for each of `known` values from the start, so
@@ -114,6 +116,12 @@ impl ServerMetrics {
             )?,
             mails,
             mail_outbox_depth,
+            cleanup_removed: counter(
+                registry,
+                "cleanup_removed_total",
+                "Rows the cleanup removed by table",
+                ("table", &[]),
+            )?,
         })
     }
 }

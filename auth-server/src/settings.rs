@@ -35,6 +35,8 @@ pub struct Settings {
     pub keys_dir: Option<PathBuf>,
     /// The key that signs (file stem or `kid`); by default the file whose name sorts last.
     pub active_key: Option<String>,
+    /// The periodic deletion of dead rows.
+    pub cleanup: crate::service::cleanup::CleanupSettings,
     /// Mail: SMTP, links, token lifetimes.
     pub mail: crate::mail::MailSettings,
     /// Kubernetes mode: signing keys in a Secret, the sidecar injection webhook.
@@ -199,6 +201,7 @@ impl Default for Settings {
             active_key: None,
             kubernetes: crate::cluster::KubernetesSettings::default(),
             mail: crate::mail::MailSettings::default(),
+            cleanup: crate::service::cleanup::CleanupSettings::default(),
             ephemeral_key_algorithm: "RS256".to_owned(),
             access_token_ttl: Duration::from_secs(15 * 60),
             refresh_token_ttl: Duration::from_secs(30 * 24 * 3600),
@@ -304,6 +307,10 @@ impl Validate for Settings {
             (false, _) => {}
         }
         self.mail.validate(self.environment)?;
+        positive("AUTH_CLEANUP__INTERVAL", self.cleanup.interval)?;
+        if self.cleanup.batch < 1 {
+            return Err(SettingsError::new("AUTH_CLEANUP__BATCH", "must be at least 1"));
+        }
         crate::keys::parse_algorithm(&self.ephemeral_key_algorithm)
             .map_err(|problem| SettingsError::new("AUTH_EPHEMERAL_KEY_ALGORITHM", problem))?;
         if !(4..=31).contains(&self.bcrypt_cost) {

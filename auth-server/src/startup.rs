@@ -28,6 +28,7 @@ use crate::mail::transport::Mailer;
 use crate::metrics::{PoolCollector, ServerMetrics};
 use crate::passwords::PasswordHasher;
 use crate::rate_limit::RateLimiter;
+use crate::service::cleanup::Cleanup;
 use crate::service::revocation_guard::RevocationGuard;
 use crate::service::revoker::Revoker;
 use crate::settings::Settings;
@@ -146,6 +147,12 @@ impl Application {
         let restored = readiness.latch("revocations_restored");
 
         let redis_keys = RedisKeys::new(&settings.redis_namespace);
+        let cleanup = Cleanup {
+            db: db.clone(),
+            settings: settings.cleanup.clone(),
+            known_source_window: settings.known_source_window,
+            removed: metrics.cleanup_removed.clone(),
+        };
         let state = Arc::new(AppState {
             issuer: TokenIssuer::new(
                 keys.clone(),
@@ -192,6 +199,7 @@ impl Application {
             metrics,
             readiness,
             max_body_bytes: settings.max_body_bytes,
+            cleanup,
         });
 
         let outbox = OutboxWorker {
@@ -241,6 +249,7 @@ impl Application {
         }
         .spawn(shutdown.clone());
         self.outbox.spawn(shutdown.clone());
+        self.state.cleanup.clone().spawn(shutdown.clone());
         let http_metrics = HttpMetrics::register(&self.registry)?;
         let body_limit = self.state.max_body_bytes;
         let app = crate::api::routes(self.state.clone(), body_limit)

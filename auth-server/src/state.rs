@@ -71,6 +71,8 @@ pub struct AppState {
     pub readiness: Readiness,
     /// The largest request body.
     pub max_body_bytes: usize,
+    /// Deletes dead rows (periodically, and when an administrator asks).
+    pub cleanup: crate::service::cleanup::Cleanup,
 }
 
 /// The state as handlers receive it.

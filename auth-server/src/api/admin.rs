@@ -160,6 +160,15 @@ pub struct AuditPage {
     pub next: Option<i64>,
 }
 
+/// What a cleanup run removed.
+#[derive(Debug, Object)]
+pub struct CleanupView {
+    /// Whether it ran here (false: another replica was running it).
+    pub ran: bool,
+    /// Rows removed, by table.
+    pub removed: std::collections::BTreeMap<String, u64>,
+}
+
 /// Done.
 #[derive(ApiResponse)]
 pub enum Done {
@@ -367,6 +376,31 @@ impl AdminApi {
         let client = client_info(req, self.state.trusted_proxy_hops);
         admin::delete_user(&self.state, &auth.0, id.0, &client).await?;
         Ok(Done::NoContent)
+    }
+
+    /// Clean up now
+    ///
+    /// Deletes what no longer matters (dead sessions' refresh tokens, used and expired single-use
+    /// tokens, expired revocations, delivered mail, audit entries past their retention) without
+    /// waiting for the periodic run; one replica at a time.
+    #[oai(path = "/cleanup", method = "post")]
+    async fn cleanup(
+        &self,
+        req: &Request,
+        auth: BearerAuth,
+    ) -> Result<Json<CleanupView>, Errors<{ UNAUTHORIZED | FORBIDDEN | UNAVAILABLE }>> {
+        require_admin(&auth.0)?;
+        let report = self.state.cleanup.run_once().await?;
+        let client = client_info(req, self.state.trusted_proxy_hops);
+        admin::record_cleanup(&self.state, &auth.0, report.as_ref(), &client).await?;
+        Ok(Json(CleanupView {
+            ran: report.is_some(),
+            removed: report
+                .unwrap_or_default()
+                .into_iter()
+                .map(|(table, rows)| (table.to_owned(), rows))
+                .collect(),
+        }))
     }
 
     /// Query the audit log

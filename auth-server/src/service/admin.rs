@@ -55,7 +55,6 @@ struct Action<'a> {
 async fn audit(tx: &mut sqlx::PgConnection, action: Action<'_>) -> Result<(), ApiError> {
     let mut data = action.data;
     data["admin_id"] = json!(action.admin.claims.sub);
-    tracing::info!(event = action.event_type, admin = %action.admin.claims.sub, user = %action.target, "admin action");
     record(
         &mut *tx,
         AuditEvent {
@@ -285,6 +284,27 @@ pub async fn delete_user(
     )
     .await?;
     finish(state, tx, ended).await
+}
+
+/// Audits a cleanup an administrator asked for.
+pub async fn record_cleanup(
+    state: &AppState,
+    admin: &VerifiedToken,
+    report: Option<&std::collections::BTreeMap<&'static str, u64>>,
+    client: &ClientInfo,
+) -> Result<(), ApiError> {
+    record(
+        &state.db,
+        AuditEvent {
+            event_type: "admin_cleanup",
+            user_id: None,
+            session_id: Some(admin.claims.sid),
+            client,
+            data: json!({ "admin_id": admin.claims.sub, "removed": report }),
+        },
+    )
+    .await?;
+    Ok(())
 }
 
 /// Makes `email` an administrator (`auth-server admin create`): creates the account with

@@ -3,6 +3,7 @@
 pub mod accounts;
 pub mod admin;
 pub mod changes;
+pub mod cleanup;
 pub mod grants;
 pub mod login;
 pub mod logout;

@@ -19,8 +19,17 @@ pub struct AuditEvent<'a> {
     pub data: Value,
 }
 
-/// Appends `event`.
+/// Appends `event`, and writes it as a structured log line (target `audit`) for log pipelines.
 pub async fn record(executor: impl sqlx::PgExecutor<'_>, event: AuditEvent<'_>) -> Result<(), sqlx::Error> {
+    tracing::info!(
+        target: "audit",
+        event = event.event_type,
+        user_id = ?event.user_id,
+        session_id = ?event.session_id,
+        ip = event.client.ip_text().as_deref().unwrap_or("-"),
+        data = %event.data,
+        "security event"
+    );
     sqlx::query(
         "INSERT INTO audit_logs (event_type, user_id, session_id, ip, user_agent, data) \
          VALUES ($1, $2, $3, $4::inet, $5, $6)",

@@ -180,6 +180,7 @@ async fn every_admin_route_refuses_anonymous_callers_and_users_without_the_role(
         ),
         (reqwest::Method::DELETE, format!("/api/admin/users/{id}"), None),
         (reqwest::Method::GET, "/api/admin/audit".to_owned(), None),
+        (reqwest::Method::POST, "/api/admin/cleanup".to_owned(), None),
     ];
     for (method, path, body) in routes {
         let anonymous = call(&server, method.clone(), &path, None, body.clone()).await;
@@ -535,4 +536,99 @@ async fn sessions_revoked_a_reset_forced_and_an_account_deleted_each_take_effect
     )
     .await;
     assert_eq!(by_type["entries"].as_array().unwrap().len(), 1);
+}
+
+#[tokio::test]
+async fn cleanup_removes_exactly_what_expired_one_replica_at_a_time() {
+    let server = spawn_server().await;
+    let admin = admin(&server).await;
+    let user = server.new_user().await;
+    let mut conn = db(&server).await;
+    // Dead: an expired and a used reset token, an expired revocation, a session that ended and is
+    // older than the known-source window (with its refresh token), mail delivered long ago.
+    for sql in [
+        "INSERT INTO password_reset_tokens (user_id, token_hash, expires_at) \
+         SELECT id, sha256('expired'::bytea), now() - interval '1 minute' FROM users WHERE email = $1",
+        "INSERT INTO password_reset_tokens (user_id, token_hash, expires_at, used_at) \
+         SELECT id, sha256('used'::bytea), now() + interval '1 hour', now() FROM users WHERE email = $1",
+        "INSERT INTO password_reset_tokens (user_id, token_hash, expires_at) \
+         SELECT id, sha256('live'::bytea), now() + interval '1 hour' FROM users WHERE email = $1",
+        "INSERT INTO revoked_tokens (kind, value, expires_at, reason) VALUES ('jti', $1, now() - interval '1 second', 'test')",
+        "INSERT INTO sessions (user_id, created_at, expires_at, absolute_expires_at, revoked_at, revoked_reason) \
+         SELECT id, now() - interval '400 days', now() - interval '300 days', now() - interval '300 days', \
+                now() - interval '300 days', 'logout' FROM users WHERE email = $1",
+        "INSERT INTO mail_outbox (kind, recipient, done_at, outcome) VALUES ('email_verification', $1, now() - interval '3 days', 'sent')",
+    ] {
+        sqlx::query(sql)
+            .bind(&user.email)
+            .execute(&mut conn)
+            .await
+            .unwrap();
+    }
+    sqlx::query(
+        "INSERT INTO refresh_tokens (session_id, token_hash, expires_at) \
+         SELECT id, sha256('old-refresh'::bytea), now() - interval '300 days' FROM sessions WHERE created_at < now() - interval '399 days'",
+    )
+    .execute(&mut conn)
+    .await
+    .unwrap();
+
+    // Another replica holds the lock (the server's key, "authclen"): nothing runs here.
+    sqlx::query("SELECT pg_advisory_lock(7022647185647625582)")
+        .execute(&mut conn)
+        .await
+        .unwrap();
+    let skipped = json(
+        post(&server, "/api/admin/cleanup", &admin.access, json!({})).await,
+        200,
+    )
+    .await;
+    assert_eq!(skipped["ran"], false);
+    sqlx::query("SELECT pg_advisory_unlock(7022647185647625582)")
+        .execute(&mut conn)
+        .await
+        .unwrap();
+
+    let report = json(
+        post(&server, "/api/admin/cleanup", &admin.access, json!({})).await,
+        200,
+    )
+    .await;
+    assert_eq!(report["ran"], true);
+    let removed = &report["removed"];
+    assert_eq!(removed["password_reset_tokens"], 2, "{report}");
+    assert_eq!(removed["revoked_tokens"], 1, "{report}");
+    assert_eq!(removed["sessions"], 1, "{report}");
+    assert_eq!(removed["refresh_tokens"], 1, "{report}");
+    assert_eq!(removed["mail_outbox"], 1, "{report}");
+    assert_eq!(removed["audit_logs"], 0, "{report}");
+    // What still matters is still there: the live token, the user's live sessions and tokens.
+    let live: i64 = sqlx::query_scalar("SELECT count(*) FROM password_reset_tokens")
+        .fetch_one(&mut conn)
+        .await
+        .unwrap();
+    assert_eq!(live, 1);
+    assert_eq!(server.get_auth("/api/auth/me", &user.access).await.status(), 200);
+    let refreshed = server
+        .post("/api/auth/refresh", &json!({ "refresh_token": user.refresh }))
+        .await;
+    assert_eq!(refreshed.status(), 200);
+    let metrics = server.metrics().await;
+    assert!(
+        metrics.contains("auth_server_cleanup_removed_total{table=\"password_reset_tokens\"} 2"),
+        "{metrics}"
+    );
+    let again = json(
+        post(&server, "/api/admin/cleanup", &admin.access, json!({})).await,
+        200,
+    )
+    .await;
+    assert!(
+        again["removed"]
+            .as_object()
+            .unwrap()
+            .values()
+            .all(|rows| rows == 0),
+        "{again}"
+    );
 }
