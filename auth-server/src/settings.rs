@@ -35,6 +35,8 @@ pub struct Settings {
     pub keys_dir: Option<PathBuf>,
     /// The key that signs (file stem or `kid`); by default the file whose name sorts last.
     pub active_key: Option<String>,
+    /// CORS for browser clients on other origins.
+    pub cors: crate::api::browser::CorsSettings,
     /// The periodic deletion of dead rows.
     pub cleanup: crate::service::cleanup::CleanupSettings,
     /// Mail: SMTP, links, token lifetimes.
@@ -202,6 +204,7 @@ impl Default for Settings {
             kubernetes: crate::cluster::KubernetesSettings::default(),
             mail: crate::mail::MailSettings::default(),
             cleanup: crate::service::cleanup::CleanupSettings::default(),
+            cors: crate::api::browser::CorsSettings::default(),
             ephemeral_key_algorithm: "RS256".to_owned(),
             access_token_ttl: Duration::from_secs(15 * 60),
             refresh_token_ttl: Duration::from_secs(30 * 24 * 3600),
@@ -308,6 +311,9 @@ impl Validate for Settings {
         }
         self.mail.validate(self.environment)?;
         positive("AUTH_CLEANUP__INTERVAL", self.cleanup.interval)?;
+        if let Some(problem) = self.cors.problem() {
+            return Err(SettingsError::new("AUTH_CORS__ALLOWED_ORIGINS", problem));
+        }
         if self.cleanup.batch < 1 {
             return Err(SettingsError::new("AUTH_CLEANUP__BATCH", "must be at least 1"));
         }

@@ -49,6 +49,7 @@ pub struct Application {
     shutdown_grace: Duration,
     kubernetes: Option<Kubernetes>,
     outbox: OutboxWorker,
+    cors: crate::api::browser::CorsSettings,
 }
 
 /// Kubernetes mode's parts: the election and key schedule (running since `build`, stopped by
@@ -224,6 +225,7 @@ impl Application {
             shutdown_grace: settings.shutdown_grace,
             kubernetes,
             outbox,
+            cors: settings.cors.clone(),
         })
     }
 
@@ -252,7 +254,7 @@ impl Application {
         self.state.cleanup.clone().spawn(shutdown.clone());
         let http_metrics = HttpMetrics::register(&self.registry)?;
         let body_limit = self.state.max_body_bytes;
-        let app = crate::api::routes(self.state.clone(), body_limit)
+        let app = crate::api::routes(self.state.clone(), body_limit, &self.cors)
             .with(http_metrics)
             .with(RequestId);
         let readiness = self.state.readiness.clone();

@@ -3,6 +3,7 @@
 
 mod admin;
 mod auth;
+pub mod browser;
 mod client;
 mod cookies;
 mod health;
@@ -72,11 +73,21 @@ pub fn openapi(state: &SharedState) -> OpenApiService<Apis, ()> {
     )
 }
 
-/// Every public route, with the problem-document error mapping.
-pub fn routes(state: SharedState, body_limit: usize) -> impl Endpoint<Output = Response> {
+/// Every public route, with the problem-document error mapping, the security headers and CORS
+/// for the configured origins.
+pub fn routes(
+    state: SharedState,
+    body_limit: usize,
+    cors: &browser::CorsSettings,
+) -> impl Endpoint<Output = Response> + use<> {
     let api = openapi(&state);
     let docs = api.swagger_ui();
     let spec = api.spec_endpoint();
+    let cors = cors.middleware();
+    let exposure = browser::Exposure {
+        https: state.validator.issuer().starts_with("https://"),
+        cors: cors.is_some(),
+    };
     Route::new()
         .nest("/", api)
         .nest("/docs", docs)
@@ -85,6 +96,9 @@ pub fn routes(state: SharedState, body_limit: usize) -> impl Endpoint<Output = R
         .data(state)
         .data(BodyLimit(body_limit))
         .catch_all_error(into_problem)
+        .map_to_response()
+        .around(move |endpoint, request| browser::security_headers(endpoint, request, exposure))
+        .with_if(cors.is_some(), cors.unwrap_or_default())
         .map_to_response()
 }
 

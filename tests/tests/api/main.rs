@@ -2,6 +2,7 @@
 
 mod account;
 mod admin;
+mod browser;
 mod http;
 mod lockout;
 mod login;
