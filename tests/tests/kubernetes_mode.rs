@@ -162,6 +162,7 @@ async fn keys_rotate_under_load_through_the_secret_and_the_config_map_without_a_
             ("DATABASE_URL", db.url.as_str()),
             ("REDIS_URL", redis.url.as_str()),
             ("AUTH_ENVIRONMENT", "production"),
+            ("AUTH_MAIL__DISABLED", "true"),
             ("AUTH_BCRYPT_COST", "4"),
             // The load logs one account in again and again.
             ("AUTH_RATE_LIMITS__LOGIN_PER_IP", "100000/1m"),

@@ -28,6 +28,9 @@ pub enum SmtpSecurity {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(default)]
 pub struct MailSettings {
+    /// Send no mail at all (a deployment without password reset by mail): requests are still
+    /// answered the same, and the outbox rows are dropped unsent.
+    pub disabled: bool,
     /// The SMTP server; without one (development only) mails are logged instead of sent.
     pub smtp_host: Option<String>,
     /// Its port.
@@ -65,6 +68,7 @@ pub struct MailSettings {
 impl Default for MailSettings {
     fn default() -> Self {
         Self {
+            disabled: false,
             smtp_host: None,
             smtp_port: 587,
             smtp_security: SmtpSecurity::Starttls,
@@ -85,11 +89,11 @@ impl Default for MailSettings {
 impl MailSettings {
     /// Refuses settings that cannot work, or are unsafe in production.
     pub fn validate(&self, environment: Environment) -> Result<(), SettingsError> {
-        if environment == Environment::Production {
+        if environment == Environment::Production && !self.disabled {
             if self.smtp_host.is_none() {
                 return Err(SettingsError::new(
                     "AUTH_MAIL__SMTP_HOST",
-                    "is required in production (without it mails are only logged)",
+                    "is required in production (without it mails are only logged); or set AUTH_MAIL__DISABLED",
                 ));
             }
             if self.smtp_security == SmtpSecurity::None {

@@ -15,11 +15,19 @@ pub enum Mailer {
     Smtp(AsyncSmtpTransport<Tokio1Executor>),
     /// The log (development only: the settings refuse it in production).
     Log,
+    /// Nowhere (`AUTH_MAIL__DISABLED`).
+    Disabled,
 }
 
 impl Mailer {
     /// The mailer the settings describe.
     pub fn new(settings: &MailSettings) -> anyhow::Result<Self> {
+        if settings.disabled {
+            tracing::warn!(
+                "AUTH_MAIL__DISABLED: no mail is sent (no password reset or address verification by mail)"
+            );
+            return Ok(Self::Disabled);
+        }
         let Some(host) = &settings.smtp_host else {
             tracing::warn!(
                 "AUTH_MAIL__SMTP_HOST is not set: mails (with their links) are WRITTEN TO THE LOG instead of \
@@ -72,6 +80,7 @@ impl Mailer {
                 );
                 Ok(())
             }
+            Self::Disabled => Err("mail is disabled".to_owned()),
         }
     }
 }

@@ -359,3 +359,34 @@ async fn requests_are_validated_and_rate_limited_per_address() {
     assert!(limited.headers().contains_key("retry-after"));
     assert_eq!(forgot(&server, "someone-else@example.com").await.status(), 202);
 }
+
+#[tokio::test]
+async fn with_mail_disabled_requests_are_answered_alike_and_no_token_is_made() {
+    let server = spawn_server_with(|settings| {
+        settings.mail.disabled = true;
+        settings.mail.poll_interval = Duration::from_millis(50);
+    })
+    .await;
+    let user = server.new_user().await;
+    assert_eq!(forgot(&server, &user.email).await.status(), 202);
+    let deadline = std::time::Instant::now() + WITHIN;
+    while outbox_outcomes(&server)
+        .await
+        .iter()
+        .any(|(_, outcome)| outcome.is_none())
+    {
+        assert!(std::time::Instant::now() < deadline, "the outbox drains");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(
+        outbox_outcomes(&server)
+            .await
+            .iter()
+            .all(|(_, outcome)| outcome.as_deref() == Some("skipped"))
+    );
+    let tokens: i64 = sqlx::query_scalar("SELECT count(*) FROM password_reset_tokens")
+        .fetch_one(&mut db(&server).await)
+        .await
+        .unwrap();
+    assert_eq!(tokens, 0, "no link exists that nobody could receive");
+}
