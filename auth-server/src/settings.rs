@@ -35,6 +35,9 @@ pub struct Settings {
     pub keys_dir: Option<PathBuf>,
     /// The key that signs (file stem or `kid`); by default the file whose name sorts last.
     pub active_key: Option<String>,
+    /// Registration answers 202 for a new and a taken address alike (the owner of a taken one is
+    /// mailed a notice) instead of 201 / 409; a new account is then not logged in.
+    pub enumeration_safe_registration: bool,
     /// CORS for browser clients on other origins.
     pub cors: crate::api::browser::CorsSettings,
     /// The periodic deletion of dead rows.
@@ -205,6 +208,7 @@ impl Default for Settings {
             mail: crate::mail::MailSettings::default(),
             cleanup: crate::service::cleanup::CleanupSettings::default(),
             cors: crate::api::browser::CorsSettings::default(),
+            enumeration_safe_registration: false,
             ephemeral_key_algorithm: "RS256".to_owned(),
             access_token_ttl: Duration::from_secs(15 * 60),
             refresh_token_ttl: Duration::from_secs(30 * 24 * 3600),

@@ -200,6 +200,7 @@ impl Application {
             metrics,
             readiness,
             max_body_bytes: settings.max_body_bytes,
+            enumeration_safe_registration: settings.enumeration_safe_registration,
             cleanup,
         });
 

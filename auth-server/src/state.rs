@@ -71,6 +71,8 @@ pub struct AppState {
     pub readiness: Readiness,
     /// The largest request body.
     pub max_body_bytes: usize,
+    /// Registration answers 202 for a new and a taken address alike.
+    pub enumeration_safe_registration: bool,
     /// Deletes dead rows (periodically, and when an administrator asks).
     pub cleanup: crate::service::cleanup::Cleanup,
 }

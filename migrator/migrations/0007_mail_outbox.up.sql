@@ -5,7 +5,7 @@
 -- hash is stored.
 CREATE TABLE mail_outbox (
     id              uuid PRIMARY KEY DEFAULT gen_random_uuid(),
-    -- password_reset | email_verification
+    -- password_reset | email_verification | account_locked | registration_attempt
     kind            text NOT NULL,
     recipient       text NOT NULL,
     created_at      timestamptz NOT NULL DEFAULT now(),
@@ -15,7 +15,8 @@ CREATE TABLE mail_outbox (
     done_at         timestamptz,
     outcome         text,
     last_error      text,
-    CONSTRAINT mail_outbox_kind CHECK (kind IN ('password_reset', 'email_verification'))
+    CONSTRAINT mail_outbox_kind
+        CHECK (kind IN ('password_reset', 'email_verification', 'account_locked', 'registration_attempt'))
 );
 
 CREATE INDEX mail_outbox_due_idx ON mail_outbox (next_attempt_at) WHERE done_at IS NULL;

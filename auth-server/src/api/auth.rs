@@ -46,6 +46,8 @@ pub enum GrantResponse {
 
 /// A new account.
 #[derive(ApiResponse)]
+// One per request, built once and moved once: the size difference costs nothing.
+#[allow(clippy::large_enum_variant)]
 pub enum CreatedResponse {
     /// The account was created; tokens for its first session.
     #[oai(status = 201)]
@@ -55,6 +57,11 @@ pub enum CreatedResponse {
         #[oai(header = "Set-Cookie")]
         Option<String>,
     ),
+    /// Only with `AUTH_ENUMERATION_SAFE_REGISTRATION`: the same answer for a new and a taken
+    /// address. A new account exists (log in once the address is verified); the owner of a taken
+    /// one is told by mail.
+    #[oai(status = 202)]
+    Accepted(Json<super::recovery::Accepted>),
 }
 
 /// Nothing to return.
@@ -100,10 +107,22 @@ impl AuthApi {
             first_name: request.first_name.as_deref(),
             last_name: request.last_name.as_deref(),
         };
-        let grant =
+        let registered =
             accounts::register(state, registration, &client_info(req, state.trusted_proxy_hops)).await?;
-        let (body, cookie) = granted(state, grant);
-        Ok(CreatedResponse::Created(body, cookie))
+        match registered {
+            accounts::Registered::Granted(grant) => {
+                let (body, cookie) = granted(state, *grant);
+                Ok(CreatedResponse::Created(body, cookie))
+            }
+            accounts::Registered::Accepted => {
+                Ok(CreatedResponse::Accepted(Json(super::recovery::Accepted {
+                    message:
+                        "If the address is new, the account exists now: confirm the address with the link we \
+                          mailed, then log in."
+                            .to_owned(),
+                })))
+            }
+        }
     }
 
     /// Log in

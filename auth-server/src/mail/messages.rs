@@ -14,8 +14,8 @@ pub struct Letter<'a> {
     pub action: &'a str,
     /// The link.
     pub link: &'a str,
-    /// How long the link works.
-    pub valid_for: Duration,
+    /// How long the link works, when it carries a single-use token.
+    pub valid_for: Option<Duration>,
     /// What to do if the reader did not ask for it.
     pub if_not_you: &'a str,
 }
@@ -33,18 +33,27 @@ impl Letter<'_> {
     pub fn message(&self, from: &str, to: &str) -> anyhow::Result<Message> {
         let from: Mailbox = from.parse()?;
         let to: Mailbox = to.parse()?;
-        let valid = humantime::format_duration(self.valid_for);
+        let validity = self
+            .valid_for
+            .map(|valid| {
+                format!(
+                    "The link works for {} and only once.",
+                    humantime::format_duration(valid)
+                )
+            })
+            .unwrap_or_default();
         let text = format!(
-            "{}\n\n{}: {}\n\nThe link works for {valid} and only once.\n\n{}\n",
+            "{}\n\n{}: {}\n\n{validity}\n\n{}\n",
             self.intro, self.action, self.link, self.if_not_you
         );
         let html = format!(
             "<!doctype html><html><body style=\"font-family:sans-serif\"><p>{}</p>\
              <p><a href=\"{link}\" style=\"padding:8px 16px;background:#1f6feb;color:#fff;text-decoration:none\">{}</a></p>\
              <p>Or paste this address into your browser: {link}</p>\
-             <p>The link works for {valid} and only once.</p><p>{}</p></body></html>",
+             <p>{}</p><p>{}</p></body></html>",
             escape(self.intro),
             escape(self.action),
+            escape(&validity),
             escape(self.if_not_you),
             link = escape(self.link),
         );

@@ -136,9 +136,11 @@ impl MailSettings {
 
     /// A link to `page` carrying `token`.
     pub fn link(&self, page: &str, token: &str) -> String {
-        format!(
-            "{}/{page}?token={token}",
-            self.link_base_url.trim_end_matches('/')
-        )
+        format!("{}?token={token}", self.page(page))
+    }
+
+    /// A link to `page`.
+    pub fn page(&self, page: &str) -> String {
+        format!("{}/{page}", self.link_base_url.trim_end_matches('/'))
     }
 }

@@ -25,9 +25,34 @@ use crate::store::single_use::{self, SingleUse};
 pub const PASSWORD_RESET: &str = "password_reset";
 /// What a row asks to send.
 pub const EMAIL_VERIFICATION: &str = "email_verification";
+/// What a row asks to send: a notice that failed logins locked the account.
+pub const ACCOUNT_LOCKED: &str = "account_locked";
+/// What a row asks to send: a notice that someone tried to register the address again.
+pub const REGISTRATION_ATTEMPT: &str = "registration_attempt";
 
 /// The longest pause between two attempts at one mail.
 const MAX_BACKOFF_SECS: i32 = 300;
+
+/// How often one account gets the same notice at most: an attacker repeating what triggers it
+/// (wrong passwords, registrations of the address) must not flood the owner's mailbox.
+const NOTICE_QUIET_SECS: f64 = 3600.0;
+
+/// Asks for a notice of `kind` to the account `user`, in the caller's transaction, unless one of
+/// the same kind was asked for within the last hour.
+pub async fn enqueue_notice(conn: &mut PgConnection, kind: &str, user: Uuid) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "INSERT INTO mail_outbox (kind, recipient) SELECT $1, u.email FROM users u \
+         WHERE u.id = $2 AND u.deleted_at IS NULL AND NOT EXISTS ( \
+           SELECT 1 FROM mail_outbox m WHERE m.kind = $1 AND lower(m.recipient) = lower(u.email) \
+             AND m.created_at > now() - make_interval(secs => $3))",
+    )
+    .bind(kind)
+    .bind(user)
+    .bind(NOTICE_QUIET_SECS)
+    .execute(conn)
+    .await?;
+    Ok(())
+}
 
 /// Asks for a mail of `kind` to `recipient`, in the caller's transaction.
 pub async fn enqueue(
@@ -71,8 +96,8 @@ fn seconds(duration: Duration) -> f64 {
 }
 
 impl OutboxWorker {
-    /// The message a row asks for, with its token stored; `None` when there is nothing to send
-    /// (no such account, or the address is verified already).
+    /// The message a row asks for, with its token stored when it carries one; `None` when there
+    /// is nothing to send (no such account, or the address is verified already).
     async fn prepare(&self, conn: &mut PgConnection, row: &Due) -> anyhow::Result<Option<Message>> {
         let user: Option<(Uuid, String, bool)> = sqlx::query_as(
             "SELECT id, email, email_verified FROM users WHERE lower(email) = lower($1) AND deleted_at IS NULL",
@@ -84,38 +109,68 @@ impl OutboxWorker {
             return Ok(None);
         };
         let settings = &self.settings;
-        let (kind, page, lifetime, letter) = match row.kind.as_str() {
+        // What to send: the letter, the page its link opens, and the single-use token it carries.
+        let (letter, page, token) = match row.kind.as_str() {
             PASSWORD_RESET => (
-                SingleUse::PasswordReset,
-                "reset-password",
-                settings.reset_token_ttl,
                 Letter {
                     subject: "Reset your password",
                     intro: "Someone, hopefully you, asked to reset the password of your account.",
                     action: "Choose a new password",
                     link: "",
-                    valid_for: settings.reset_token_ttl,
+                    valid_for: Some(settings.reset_token_ttl),
                     if_not_you: "If it was not you, ignore this mail: your password stays as it is.",
                 },
+                "reset-password",
+                Some((SingleUse::PasswordReset, settings.reset_token_ttl)),
             ),
             EMAIL_VERIFICATION if !verified => (
-                SingleUse::EmailVerification,
-                "verify-email",
-                settings.verification_token_ttl,
                 Letter {
                     subject: "Confirm your email address",
                     intro: "Please confirm that this address belongs to your new account.",
                     action: "Confirm the address",
                     link: "",
-                    valid_for: settings.verification_token_ttl,
+                    valid_for: Some(settings.verification_token_ttl),
                     if_not_you: "If you did not sign up, ignore this mail.",
                 },
+                "verify-email",
+                Some((SingleUse::EmailVerification, settings.verification_token_ttl)),
+            ),
+            ACCOUNT_LOCKED => (
+                Letter {
+                    subject: "Your account is locked for a while",
+                    intro: "After several wrong passwords in a row, logins to your account from new devices are held \
+                            back for a while. Devices you logged in from before are not affected.",
+                    action: "Reset your password",
+                    link: "",
+                    valid_for: None,
+                    if_not_you: "If the attempts were not yours, someone may be guessing your password: choose a new one.",
+                },
+                "forgot-password",
+                None,
+            ),
+            REGISTRATION_ATTEMPT => (
+                Letter {
+                    subject: "Someone tried to sign up with your address",
+                    intro: "Someone tried to create an account with this address, which already has one. \
+                            Nothing changed in your account.",
+                    action: "Forgot your password? Reset it",
+                    link: "",
+                    valid_for: None,
+                    if_not_you: "If it was not you, you can ignore this mail.",
+                },
+                "forgot-password",
+                None,
             ),
             _ => return Ok(None),
         };
-        let token = OpaqueToken::generate()?;
-        single_use::issue(conn, kind, user_id, &email, &token.hash(), seconds(lifetime)).await?;
-        let link = settings.link(page, &token.encode());
+        let link = match token {
+            Some((kind, lifetime)) => {
+                let token = OpaqueToken::generate()?;
+                single_use::issue(conn, kind, user_id, &email, &token.hash(), seconds(lifetime)).await?;
+                settings.link(page, &token.encode())
+            }
+            None => settings.page(page),
+        };
         Ok(Some(
             Letter {
                 link: &link,

@@ -26,12 +26,21 @@ pub struct Registration<'a> {
     pub last_name: Option<&'a str>,
 }
 
-/// Creates an account and its first session.
+/// What registering did.
+pub enum Registered {
+    /// The account exists and is logged in.
+    Granted(Box<Grant>),
+    /// Enumeration-safe mode: the same answer whether the address was new (the account exists,
+    /// not logged in) or taken (its owner was told someone tried).
+    Accepted,
+}
+
+/// Creates an account and (unless registration is enumeration-safe) its first session.
 pub async fn register(
     state: &AppState,
     new: Registration<'_>,
     client: &ClientInfo,
-) -> Result<Grant, ApiError> {
+) -> Result<Registered, ApiError> {
     state
         .limiter
         .check(
@@ -58,9 +67,10 @@ pub async fn register(
     );
     problems.finish()?;
 
+    // Hashed before the address is looked at, so a taken address costs the same.
     let password_hash = state.hasher.hash(new.password).await?;
     let mut tx = state.db.begin().await?;
-    let user_id = users::insert(
+    let inserted = users::insert(
         &mut tx,
         &NewUser {
             email,
@@ -70,8 +80,17 @@ pub async fn register(
             last_name: new.last_name,
         },
     )
-    .await?;
-    let session = start_session(state, &mut tx, user_id, client).await?;
+    .await
+    .map_err(ApiError::from);
+    let user_id = match inserted {
+        Ok(id) => id,
+        Err(ApiError::Conflict { field: "email", .. }) if state.enumeration_safe_registration => {
+            drop(tx);
+            tell_owner(state, email, client).await?;
+            return Ok(Registered::Accepted);
+        }
+        Err(error) => return Err(error),
+    };
     record(
         &mut *tx,
         AuditEvent {
@@ -85,9 +104,43 @@ pub async fn register(
     .await?;
     // The verification mail goes out once this commits.
     outbox::enqueue(&mut *tx, outbox::EMAIL_VERIFICATION, email).await?;
+    if state.enumeration_safe_registration {
+        tx.commit().await?;
+        return Ok(Registered::Accepted);
+    }
+    let session = start_session(state, &mut tx, user_id, client).await?;
     let user = users::find(&mut *tx, user_id)
         .await?
         .ok_or_else(|| anyhow::anyhow!("a user inserted in this transaction is missing"))?;
     tx.commit().await?;
-    finish_session(state, user, session, "register").await
+    finish_session(state, user, session, "register")
+        .await
+        .map(|grant| Registered::Granted(Box::new(grant)))
+}
+
+/// Someone tried to register an address that has an account: its owner gets a notice (at most
+/// one an hour), and the attempt is audited.
+async fn tell_owner(state: &AppState, email: &str, client: &ClientInfo) -> Result<(), ApiError> {
+    let mut tx = state.db.begin().await?;
+    let owner: Option<uuid::Uuid> =
+        sqlx::query_scalar("SELECT id FROM users WHERE lower(email) = lower($1) AND deleted_at IS NULL")
+            .bind(email)
+            .fetch_optional(&mut *tx)
+            .await?;
+    if let Some(owner) = owner {
+        outbox::enqueue_notice(&mut tx, outbox::REGISTRATION_ATTEMPT, owner).await?;
+        record(
+            &mut *tx,
+            AuditEvent {
+                event_type: "registration_attempted_for_existing_account",
+                user_id: Some(owner),
+                session_id: None,
+                client,
+                data: json!({}),
+            },
+        )
+        .await?;
+    }
+    tx.commit().await?;
+    Ok(())
 }

@@ -11,6 +11,7 @@ use serde_json::json;
 use uuid::Uuid;
 
 use crate::error::ApiError;
+use crate::mail::outbox;
 use crate::opaque_tokens::OpaqueToken;
 use crate::service::grants::{Grant, finish_session, start_session};
 use crate::state::AppState;
@@ -155,6 +156,9 @@ async fn refuse(state: &AppState, user_id: Option<Uuid>, reason: &str, client: &
             }
             _ => false,
         };
+        if let (true, Some(id)) = (locked, user_id) {
+            outbox::enqueue_notice(&mut tx, outbox::ACCOUNT_LOCKED, id).await?;
+        }
         let events = [("login_failed", true), ("account_locked", locked)];
         for (event_type, happened) in events {
             if happened {

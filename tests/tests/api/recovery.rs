@@ -392,3 +392,111 @@ async fn with_mail_disabled_requests_are_answered_alike_and_no_token_is_made() {
         .unwrap();
     assert_eq!(tokens, 0, "no link exists that nobody could receive");
 }
+
+async fn from(server: &TestServer, address: &str, path: &str, body: &Value) -> reqwest::Response {
+    server
+        .request(reqwest::Method::POST, path)
+        .header("x-forwarded-for", address)
+        .json(body)
+        .send()
+        .await
+        .unwrap()
+}
+
+#[tokio::test]
+async fn a_lockout_mails_its_owner_once_and_a_reset_lifts_it() {
+    let smtp = SmtpServer::start();
+    let server = spawn_server_with(|settings| {
+        settings.trusted_proxy_hops = 1;
+        settings.lockout.threshold = 3;
+        settings.mail.smtp_host = Some("127.0.0.1".to_owned());
+        settings.mail.smtp_port = smtp.port;
+        settings.mail.smtp_security = auth_server::mail::SmtpSecurity::None;
+        settings.mail.poll_interval = Duration::from_millis(50);
+        settings.mail.link_base_url = "https://app.example.com".to_owned();
+    })
+    .await;
+    let user = server.new_user().await;
+    let wrong = json!({ "email": user.email, "password": "not the password" });
+    for _ in 0..6 {
+        assert_eq!(
+            from(&server, "198.51.100.7", "/api/auth/login", &wrong)
+                .await
+                .status(),
+            401
+        );
+    }
+    let notice = mails_with(&smtp, &user.email, "Your account is locked for a while", 1).await;
+    assert!(
+        notice[0].text.contains("https://app.example.com/forgot-password"),
+        "{}",
+        notice[0].text
+    );
+    let right = json!({ "email": user.email, "password": user.password });
+    assert_eq!(
+        from(&server, "198.51.100.7", "/api/auth/login", &right)
+            .await
+            .status(),
+        401,
+        "locked for strangers"
+    );
+
+    assert_eq!(forgot(&server, &user.email).await.status(), 202);
+    let token = reset_mail(&smtp, &user.email, 1).await.token();
+    assert_eq!(reset(&server, &token, NEW_PASSWORD).await.status(), 204);
+    let renewed = json!({ "email": user.email, "password": NEW_PASSWORD });
+    assert_eq!(
+        from(&server, "198.51.100.7", "/api/auth/login", &renewed)
+            .await
+            .status(),
+        200,
+        "the reset lifted the lock"
+    );
+    // Repeated lockouts within the hour did not flood the owner.
+    assert_eq!(
+        mails_with(&smtp, &user.email, "Your account is locked for a while", 1)
+            .await
+            .len(),
+        1
+    );
+}
+
+#[tokio::test]
+async fn enumeration_safe_registration_answers_a_new_and_a_taken_address_alike() {
+    let smtp = SmtpServer::start();
+    let server = spawn_server_with(|settings| {
+        settings.enumeration_safe_registration = true;
+        settings.mail.smtp_host = Some("127.0.0.1".to_owned());
+        settings.mail.smtp_port = smtp.port;
+        settings.mail.smtp_security = auth_server::mail::SmtpSecurity::None;
+        settings.mail.poll_interval = Duration::from_millis(50);
+    })
+    .await;
+    let email = format!("owner-{}@example.com", platform_tests::server::uuid_like());
+    let body = json!({ "email": email, "password": "correct horse battery staple" });
+    let new = server.post("/api/auth/register", &body).await;
+    let (new_status, new_body) = (new.status(), new.text().await.unwrap());
+    let again = json!({ "email": email.to_uppercase(), "password": "another passphrase entirely" });
+    let taken = server.post("/api/auth/register", &again).await;
+    assert_eq!(
+        (taken.status(), taken.text().await.unwrap()),
+        (new_status, new_body.clone())
+    );
+    assert_eq!(new_status, 202);
+    assert!(!new_body.contains("token"), "no session either way: {new_body}");
+    // The new account exists (with the first password); its owner got the verification link and
+    // then the notice, never a second account.
+    assert_eq!(
+        login_status(&server, &email, "correct horse battery staple").await,
+        200
+    );
+    mails_with(&smtp, &email, "Confirm your email address", 1).await;
+    let notice = mails_with(&smtp, &email, "Someone tried to sign up with your address", 1).await;
+    assert!(!notice[0].text.contains("another passphrase"));
+    let accounts: i64 = sqlx::query_scalar("SELECT count(*) FROM users WHERE lower(email) = lower($1)")
+        .bind(&email)
+        .fetch_one(&mut db(&server).await)
+        .await
+        .unwrap();
+    assert_eq!(accounts, 1);
+}
