@@ -76,7 +76,8 @@ pub enum KeysCommand {
     Rotate,
     /// Revoke a compromised key: its tokens are rejected everywhere and it leaves the JWKS at once.
     Revoke {
-        /// The key's kid.
+        /// The key's kid (base64url: it may start with `-`).
+        #[arg(allow_hyphen_values = true)]
         kid: String,
     },
 }
@@ -153,4 +154,26 @@ fn write_private(path: &std::path::Path, contents: &str) -> std::io::Result<()> 
         .mode(0o600)
         .open(path)?;
     file.write_all(contents.as_bytes())
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    use super::{Cli, Command, KeysCommand};
+
+    #[test]
+    fn a_kid_starting_with_a_hyphen_is_a_kid_not_a_flag() {
+        let cli = Cli::try_parse_from([
+            "auth-server",
+            "keys",
+            "revoke",
+            "-3nIzX0MolH5TO_STGpD0fyAFM4bnjQ55sfs9ApXn08",
+        ])
+        .expect("parsed");
+        match cli.command {
+            Some(Command::Keys(KeysCommand::Revoke { kid })) => assert!(kid.starts_with("-3nIz")),
+            other => panic!("{other:?}"),
+        }
+    }
 }

@@ -69,6 +69,9 @@ pub enum ApiError {
     /// Authenticated, but not allowed.
     #[error("forbidden")]
     Forbidden,
+    /// The right password, for an address not verified yet (`AUTH_REQUIRE_VERIFIED_EMAIL`).
+    #[error("email not verified")]
+    EmailNotVerified,
     /// No such resource (for this user).
     #[error("not found")]
     NotFound,
@@ -112,7 +115,7 @@ impl ApiError {
             ApiError::BadCredentials | ApiError::BadToken | ApiError::BadRefreshToken => {
                 StatusCode::UNAUTHORIZED
             }
-            ApiError::Forbidden => StatusCode::FORBIDDEN,
+            ApiError::Forbidden | ApiError::EmailNotVerified => StatusCode::FORBIDDEN,
             ApiError::NotFound => StatusCode::NOT_FOUND,
             ApiError::Conflict { .. } => StatusCode::CONFLICT,
             ApiError::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
@@ -130,6 +133,7 @@ impl ApiError {
             ApiError::BadToken => "invalid-token",
             ApiError::BadRefreshToken => "invalid-refresh-token",
             ApiError::Forbidden => "forbidden",
+            ApiError::EmailNotVerified => "email-not-verified",
             ApiError::NotFound => "not-found",
             ApiError::Conflict { .. } => "conflict",
             ApiError::PayloadTooLarge => "payload-too-large",
@@ -163,6 +167,11 @@ impl ApiError {
                 None,
             ),
             ApiError::Forbidden => ("you may not do this".to_owned(), None),
+            ApiError::EmailNotVerified => (
+                "confirm your email address with the link we mailed first (POST /api/auth/resend-verification sends a new one)"
+                    .to_owned(),
+                None,
+            ),
             ApiError::NotFound => ("no such resource".to_owned(), None),
             ApiError::Conflict { field, detail } => {
                 ((*detail).to_owned(), Some(vec![FieldError::new(field, *detail)]))

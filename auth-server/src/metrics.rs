@@ -31,6 +31,8 @@ pub struct ServerMetrics {
     pub mail_outbox_depth: IntGauge,
     /// Rows the cleanup removed, by table.
     pub cleanup_removed: IntCounterVec,
+    /// Requests refused by a rate limit, by limit.
+    pub rate_limited: IntCounterVec,
 }
 
 /// A counter by one label, with a zero series for each of `known` values from the start, so
@@ -116,6 +118,12 @@ impl ServerMetrics {
             )?,
             mails,
             mail_outbox_depth,
+            rate_limited: counter(
+                registry,
+                "rate_limited_total",
+                "Requests refused by a rate limit, by limit",
+                ("limit", &[]),
+            )?,
             cleanup_removed: counter(
                 registry,
                 "cleanup_removed_total",

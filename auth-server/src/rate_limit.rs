@@ -60,12 +60,14 @@ impl<'de> Deserialize<'de> for RateLimit {
 pub struct RateLimiter {
     redis: RedisPool,
     keys: RedisKeys,
+    refused: prometheus::IntCounterVec,
 }
 
 impl RateLimiter {
-    /// A limiter keeping its counters in `redis` under `keys`.
-    pub fn new(redis: RedisPool, keys: RedisKeys) -> Self {
-        Self { redis, keys }
+    /// A limiter keeping its counters in `redis` under `keys`, counting refusals by scope in
+    /// `refused`.
+    pub fn new(redis: RedisPool, keys: RedisKeys, refused: prometheus::IntCounterVec) -> Self {
+        Self { redis, keys, refused }
     }
 
     /// Counts one attempt by `id` in `scope`, and refuses it when the estimated count over the
@@ -104,6 +106,7 @@ impl RateLimiter {
         let estimate = previous.unwrap_or(0) as f64 * overlap + current as f64;
         if estimate > f64::from(limit.max) {
             let retry_after = (window_ms - elapsed).div_ceil(1000).max(1);
+            self.refused.with_label_values(&[scope]).inc();
             return Err(ApiError::RateLimited { retry_after });
         }
         Ok(())

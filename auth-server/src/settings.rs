@@ -38,6 +38,9 @@ pub struct Settings {
     /// Registration answers 202 for a new and a taken address alike (the owner of a taken one is
     /// mailed a notice) instead of 201 / 409; a new account is then not logged in.
     pub enumeration_safe_registration: bool,
+    /// Logins need a verified address (403 `email-not-verified` after the right password), and
+    /// registration starts no session.
+    pub require_verified_email: bool,
     /// CORS for browser clients on other origins.
     pub cors: crate::api::browser::CorsSettings,
     /// The periodic deletion of dead rows.
@@ -209,6 +212,7 @@ impl Default for Settings {
             cleanup: crate::service::cleanup::CleanupSettings::default(),
             cors: crate::api::browser::CorsSettings::default(),
             enumeration_safe_registration: false,
+            require_verified_email: false,
             ephemeral_key_algorithm: "RS256".to_owned(),
             access_token_ttl: Duration::from_secs(15 * 60),
             refresh_token_ttl: Duration::from_secs(30 * 24 * 3600),

@@ -175,7 +175,7 @@ impl Application {
                 settings.token_leeway,
                 metrics.revocations.clone(),
             ),
-            limiter: RateLimiter::new(redis.clone(), redis_keys.clone()),
+            limiter: RateLimiter::new(redis.clone(), redis_keys.clone(), metrics.rate_limited.clone()),
             rate_limits: settings.rate_limits.clone(),
             lockout: Lockout {
                 threshold: settings.lockout.threshold,
@@ -201,6 +201,7 @@ impl Application {
             readiness,
             max_body_bytes: settings.max_body_bytes,
             enumeration_safe_registration: settings.enumeration_safe_registration,
+            require_verified_email: settings.require_verified_email,
             cleanup,
         });
 

@@ -73,6 +73,8 @@ pub struct AppState {
     pub max_body_bytes: usize,
     /// Registration answers 202 for a new and a taken address alike.
     pub enumeration_safe_registration: bool,
+    /// Logins need a verified address.
+    pub require_verified_email: bool,
     /// Deletes dead rows (periodically, and when an administrator asks).
     pub cleanup: crate::service::cleanup::Cleanup,
 }

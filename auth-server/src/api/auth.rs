@@ -12,7 +12,7 @@ use super::json_body::JsonBody;
 use super::models::{
     AuthResponse, ChangePasswordRequest, LoginRequest, RefreshRequest, RegisterRequest, UserView,
 };
-use super::responses::{BODY, CONFLICT, Errors, TOO_MANY_REQUESTS, UNAUTHORIZED, UNAVAILABLE};
+use super::responses::{BODY, CONFLICT, Errors, FORBIDDEN, TOO_MANY_REQUESTS, UNAUTHORIZED, UNAVAILABLE};
 use super::security::BearerAuth;
 use crate::error::{ApiError, FieldError};
 use crate::service::grants::Grant;
@@ -128,13 +128,14 @@ impl AuthApi {
     /// Log in
     ///
     /// Checks an email address (or username) and password and starts a session. Every failure is
-    /// the same 401, whether the account exists or not.
+    /// the same 401, whether the account exists or not. With `AUTH_REQUIRE_VERIFIED_EMAIL`, the
+    /// right password for an unverified address is a 403 `email-not-verified`.
     #[oai(path = "/login", method = "post")]
     async fn login(
         &self,
         req: &Request,
         body: JsonBody<LoginRequest>,
-    ) -> Result<GrantResponse, Errors<{ BODY | UNAUTHORIZED | TOO_MANY_REQUESTS }>> {
+    ) -> Result<GrantResponse, Errors<{ BODY | UNAUTHORIZED | FORBIDDEN | TOO_MANY_REQUESTS }>> {
         let state = &*self.state;
         let request = body.0;
         let name = match (&request.email, &request.username) {

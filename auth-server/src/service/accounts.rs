@@ -104,7 +104,8 @@ pub async fn register(
     .await?;
     // The verification mail goes out once this commits.
     outbox::enqueue(&mut *tx, outbox::EMAIL_VERIFICATION, email).await?;
-    if state.enumeration_safe_registration {
+    // Without a session when the address must be verified before a login.
+    if state.enumeration_safe_registration || state.require_verified_email {
         tx.commit().await?;
         return Ok(Registered::Accepted);
     }

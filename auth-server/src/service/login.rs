@@ -98,6 +98,10 @@ pub async fn login(
         Some(user) if matched => return Err(refuse(state, Some(user.id), "locked", client).await),
         Some(user) => return Err(refuse(state, Some(user.id), "wrong_password", client).await),
     };
+    if state.require_verified_email && !user.email_verified {
+        // Said only after the right password: it tells nothing a stranger could not guess.
+        return Err(ApiError::EmailNotVerified);
+    }
     let mut tx = state.db.begin().await?;
     // A password change, deletion or lock that committed since the account was read wins.
     let still = users::lock_for_login(&mut tx, user.id).await?;

@@ -33,6 +33,7 @@ pub async fn refresh(state: &AppState, presented: &str, client: &ClientInfo) -> 
         &token,
         duration(lifetimes.refresh),
         duration(lifetimes.reuse_grace),
+        client,
     )
     .await?
     {

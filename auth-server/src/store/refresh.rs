@@ -71,6 +71,7 @@ pub async fn rotate(
     presented: &OpaqueToken,
     ttl: Duration,
     grace: Duration,
+    client: &super::ClientInfo,
 ) -> Result<Rotation, sqlx::Error> {
     let mut tx = pool.begin().await?;
     let conn = tx.acquire().await?;
@@ -121,6 +122,17 @@ pub async fn rotate(
             .bind(expires_at)
             .execute(&mut *conn)
             .await?;
+        super::audit::record(
+            &mut *conn,
+            super::audit::AuditEvent {
+                event_type: "token_refreshed",
+                user_id: Some(row.user_id),
+                session_id: Some(row.session_id),
+                client,
+                data: serde_json::json!({}),
+            },
+        )
+        .await?;
         tx.commit().await?;
         return Ok(Rotation::Rotated {
             session_id: row.session_id,

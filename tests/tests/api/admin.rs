@@ -632,3 +632,108 @@ async fn cleanup_removes_exactly_what_expired_one_replica_at_a_time() {
         "{again}"
     );
 }
+
+#[tokio::test]
+async fn every_security_event_leaves_an_audit_row_and_limits_count_their_refusals() {
+    let server = spawn_server().await;
+    let admin = admin(&server).await;
+    let user = server.new_user().await;
+    let refreshed = server
+        .post("/api/auth/refresh", &json!({ "refresh_token": user.refresh }))
+        .await;
+    assert_eq!(refreshed.status(), 200);
+    assert_eq!(login_status(&server, &user.email, "not the password").await, 401);
+    let second = server.login(&user).await;
+    let sessions = json(server.get_auth("/api/auth/sessions", &second.access).await, 200).await;
+    let other = sessions
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["current"] == false)
+        .unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let revoke = call(
+        &server,
+        reqwest::Method::DELETE,
+        &format!("/api/auth/sessions/{other}"),
+        Some(&second.access),
+        None,
+    )
+    .await;
+    assert_eq!(revoke.status(), 204);
+    assert_eq!(
+        server
+            .post("/api/auth/forgot-password", &json!({ "email": user.email }))
+            .await
+            .status(),
+        202
+    );
+    let changed = server
+        .post_auth(
+            "/api/auth/change-password",
+            &second.access,
+            &json!({ "current_password": user.password, "new_password": "a brand new passphrase" }),
+        )
+        .await;
+    assert_eq!(changed.status(), 200);
+    let changed = json(changed, 200).await;
+    let token = changed["tokens"]["access_token"].as_str().unwrap();
+    assert_eq!(
+        server
+            .post_auth("/api/auth/logout-all", token, &json!({}))
+            .await
+            .status(),
+        204
+    );
+
+    let trail = get(
+        &server,
+        &format!("/api/admin/audit?user_id={}&limit=200", user.id),
+        &admin.access,
+    )
+    .await;
+    let types: Vec<&str> = trail["entries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["event_type"].as_str().unwrap())
+        .collect();
+    for expected in [
+        "user_registered",
+        "token_refreshed",
+        "login_failed",
+        "login_succeeded",
+        "session_revoked",
+        "password_changed",
+        "logout_all",
+    ] {
+        assert!(types.contains(&expected), "{expected} in {types:?}");
+    }
+    let requests = get(
+        &server,
+        "/api/admin/audit?event_type=password_reset_requested",
+        &admin.access,
+    )
+    .await;
+    assert_eq!(
+        requests["entries"].as_array().unwrap().len(),
+        1,
+        "named by the address's hash, not the user"
+    );
+
+    for _ in 0..4 {
+        server
+            .post(
+                "/api/auth/forgot-password",
+                &json!({ "email": "limited@example.com" }),
+            )
+            .await;
+    }
+    let metrics = server.metrics().await;
+    assert!(
+        metrics.contains("auth_server_rate_limited_total{limit=\"password_reset-address\"} 1"),
+        "{metrics}"
+    );
+}

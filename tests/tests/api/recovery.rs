@@ -500,3 +500,43 @@ async fn enumeration_safe_registration_answers_a_new_and_a_taken_address_alike()
         .unwrap();
     assert_eq!(accounts, 1);
 }
+
+#[tokio::test]
+async fn with_verification_required_a_login_waits_for_the_mailed_link() {
+    let smtp = SmtpServer::start();
+    let server = spawn_server_with(|settings| {
+        settings.require_verified_email = true;
+        settings.mail.smtp_host = Some("127.0.0.1".to_owned());
+        settings.mail.smtp_port = smtp.port;
+        settings.mail.smtp_security = auth_server::mail::SmtpSecurity::None;
+        settings.mail.poll_interval = Duration::from_millis(50);
+    })
+    .await;
+    let email = format!("verify-{}@example.com", platform_tests::server::uuid_like());
+    let body = json!({ "email": email, "password": "correct horse battery staple" });
+    let registered = json(server.post("/api/auth/register", &body).await, 202).await;
+    assert!(
+        registered.get("tokens").is_none(),
+        "no session before the address is verified"
+    );
+    let refused = problem(server.post("/api/auth/login", &body).await, 403).await;
+    assert_eq!(refused["type"], "urn:auth-platform:problem:email-not-verified");
+    let wrong = json!({ "email": email, "password": "not the password" });
+    assert_eq!(
+        server.post("/api/auth/login", &wrong).await.status(),
+        401,
+        "a wrong password learns nothing"
+    );
+    let token = mails_with(&smtp, &email, "Confirm your email address", 1).await[0].token();
+    assert_eq!(
+        server
+            .post("/api/auth/verify-email", &json!({ "token": token }))
+            .await
+            .status(),
+        204
+    );
+    assert_eq!(
+        login_status(&server, &email, "correct horse battery staple").await,
+        200
+    );
+}
