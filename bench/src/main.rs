@@ -2,6 +2,7 @@
 //! Run it with `cargo run --release -p platform-bench -- <server|verifier|restore|hostile>`.
 
 mod ceiling;
+mod forgot;
 mod hostile;
 mod load;
 mod platform;
@@ -34,6 +35,8 @@ enum Target {
     Restore,
     /// Hostile load: memory per connection, the connection cap, memory after a flood, recovery.
     Hostile,
+    /// Forgot-password for a known and an unknown address: answers and latency compared.
+    Forgot,
     /// (internal) the trivial ceiling server.
     #[command(hide = true)]
     CeilingTrivial { listen: String },
@@ -56,6 +59,7 @@ fn main() -> anyhow::Result<()> {
             Target::Verifier => verifier::run(Duration::from_secs(cli.seconds)).await,
             Target::Restore => restore::run().await,
             Target::Hostile => hostile::run().await,
+            Target::Forgot => forgot::run().await,
             Target::CeilingTrivial { listen } => ceiling::serve_trivial(listen).await,
             Target::CeilingSignature { listen, jwks, check } => {
                 ceiling::serve_signature_only(listen, jwks, check).await
