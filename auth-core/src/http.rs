@@ -1,6 +1,8 @@
 //! HTTP middleware every public listener uses: a request id with an access-log line, and request
 //! metrics labelled by route template (never the raw path, which would explode cardinality).
 
+use std::collections::HashMap;
+use std::sync::Arc;
 use std::time::Instant;
 
 use poem::PathPattern;
@@ -17,6 +19,8 @@ pub const REQUEST_ID: &str = "x-request-id";
 pub struct HttpMetrics {
     requests: IntCounterVec,
     duration: HistogramVec,
+    // The router's patterns (`/users/:param0`) by the names users know (`/users/{id}`).
+    templates: Arc<HashMap<String, String>>,
 }
 
 impl HttpMetrics {
@@ -41,7 +45,19 @@ impl HttpMetrics {
         )?;
         registry.register(Box::new(requests.clone()))?;
         registry.register(Box::new(duration.clone()))?;
-        Ok(Self { requests, duration })
+        Ok(Self {
+            requests,
+            duration,
+            templates: Arc::default(),
+        })
+    }
+
+    /// Labels routes with these names instead of the router's patterns (an API's documented path
+    /// templates, keyed by the router pattern each one becomes).
+    #[must_use]
+    pub fn with_templates(mut self, templates: HashMap<String, String>) -> Self {
+        self.templates = Arc::new(templates);
+        self
     }
 }
 
@@ -72,9 +88,12 @@ impl<E: Endpoint> Endpoint for MetricsEndpoint<E> {
             Ok(output) => output.into_response(),
             Err(error) => error.into_response(),
         };
-        let route = response
-            .data::<PathPattern>()
-            .map_or("unmatched", |pattern| &*pattern.0);
+        let route = response.data::<PathPattern>().map_or("unmatched", |pattern| {
+            self.metrics
+                .templates
+                .get(&*pattern.0)
+                .map_or(&*pattern.0, String::as_str)
+        });
         self.metrics
             .requests
             .with_label_values(&[route, method, response.status().as_str()])

@@ -254,7 +254,8 @@ impl Application {
         .spawn(shutdown.clone());
         self.outbox.spawn(shutdown.clone());
         self.state.cleanup.clone().spawn(shutdown.clone());
-        let http_metrics = HttpMetrics::register(&self.registry)?;
+        let http_metrics =
+            HttpMetrics::register(&self.registry)?.with_templates(crate::api::route_templates(&self.state));
         let body_limit = self.state.max_body_bytes;
         let app = crate::api::routes(self.state.clone(), body_limit, &self.cors)
             .with(http_metrics)

@@ -73,6 +73,34 @@ pub fn openapi(state: &SharedState) -> OpenApiService<Apis, ()> {
     )
 }
 
+/// The documented path templates (`/api/auth/sessions/{id}`) by the router pattern each becomes
+/// (`/api/auth/sessions/:param0`), so metrics speak the document's language.
+pub fn route_templates(state: &SharedState) -> std::collections::HashMap<String, String> {
+    let spec: serde_json::Value = serde_json::from_str(&openapi(state).spec()).unwrap_or_default();
+    spec["paths"]
+        .as_object()
+        .into_iter()
+        .flatten()
+        .map(|(template, _)| {
+            let mut index = 0;
+            let pattern: Vec<String> = template
+                .split('/')
+                .map(
+                    |segment| match segment.starts_with('{') && segment.ends_with('}') {
+                        true => {
+                            let name = format!(":param{index}");
+                            index += 1;
+                            name
+                        }
+                        false => segment.to_owned(),
+                    },
+                )
+                .collect();
+            (pattern.join("/"), template.clone())
+        })
+        .collect()
+}
+
 /// Every public route, with the problem-document error mapping, the security headers and CORS
 /// for the configured origins.
 pub fn routes(

@@ -182,7 +182,7 @@ async fn requests_carry_an_id_and_metrics_use_route_templates() {
     let metrics = server.metrics().await;
     for expected in [
         "auth_server_http_requests_total{method=\"POST\",route=\"/api/auth/register\",status=\"201\"} 1",
-        "auth_server_http_requests_total{method=\"DELETE\",route=\"/api/auth/sessions/:param0\",status=\"204\"} 1",
+        "auth_server_http_requests_total{method=\"DELETE\",route=\"/api/auth/sessions/{id}\",status=\"204\"} 1",
         "auth_server_http_request_duration_seconds_bucket",
         "auth_server_tokens_issued_total{grant=\"register\"} 1",
         "auth_server_revocations_total{kind=\"sid\"} 1",
