@@ -8,6 +8,7 @@ mod client;
 mod cookies;
 mod health;
 mod json_body;
+mod methods;
 mod models;
 mod recovery;
 mod responses;
@@ -15,6 +16,8 @@ mod security;
 mod sessions;
 mod users;
 mod well_known;
+
+use std::sync::Arc;
 
 use poem::middleware::CookieJarManager;
 use poem::{Endpoint, EndpointExt, IntoResponse, PathPattern, Response, Route};
@@ -112,6 +115,9 @@ pub fn routes(
     let docs = api.swagger_ui();
     let spec = api.spec_endpoint();
     let cors = cors.middleware();
+    let allowed = Arc::new(methods::AllowedMethods::from_spec(
+        &serde_json::from_str(&api.spec()).unwrap_or_default(),
+    ));
     let exposure = browser::Exposure {
         https: state.validator.issuer().starts_with("https://"),
         cors: cors.is_some(),
@@ -125,6 +131,7 @@ pub fn routes(
         .data(BodyLimit(body_limit))
         .catch_all_error(into_problem)
         .map_to_response()
+        .around(move |endpoint, request| methods::allow_header(endpoint, request, allowed.clone()))
         .around(move |endpoint, request| browser::security_headers(endpoint, request, exposure))
         .with_if(cors.is_some(), cors.unwrap_or_default())
         .map_to_response()

@@ -155,6 +155,21 @@ async fn unknown_routes_and_methods_are_problem_documents() {
         .unwrap();
     assert_eq!(wrong_method.status(), 405);
     assert_eq!(wrong_method.headers()["content-type"], "application/problem+json");
+    assert_eq!(
+        wrong_method.headers()["allow"],
+        "POST",
+        "RFC 9110 requires Allow on a 405"
+    );
+    let session = format!("/api/auth/sessions/{}", uuid::Uuid::new_v4());
+    let wrong_method = server.request(Method::PATCH, &session).send().await.unwrap();
+    assert_eq!(wrong_method.status(), 405);
+    assert_eq!(wrong_method.headers()["allow"], "DELETE");
+    let profile = server
+        .request(Method::POST, "/api/users/profile")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(profile.headers()["allow"], "GET, PUT");
 }
 
 #[tokio::test]
