@@ -188,6 +188,14 @@ fn page_size(limit: Option<i64>) -> Result<i64, ApiError> {
     }
 }
 
+/// Rows fetched one beyond the page size: the page, and whether another follows.
+fn split_page<T>(mut rows: Vec<T>, limit: i64) -> (Vec<T>, bool) {
+    let limit = usize::try_from(limit).unwrap_or(usize::MAX);
+    let more = rows.len() > limit;
+    rows.truncate(limit);
+    (rows, more)
+}
+
 /// A users cursor: `<created_at in Unix nanoseconds>_<id>`.
 fn users_cursor(account: &AccountView) -> String {
     format!("{}_{}", account.created_at.unix_timestamp_nanos(), account.id)
@@ -254,9 +262,7 @@ impl AdminApi {
             created_to: created_to.0,
         };
         // One more than asked tells whether there is a next page.
-        let mut found = search(&self.state.db, &filter, after, limit + 1).await?;
-        let more = found.len() > usize::try_from(limit).unwrap_or(usize::MAX);
-        found.truncate(usize::try_from(limit).unwrap_or(usize::MAX));
+        let (found, more) = split_page(search(&self.state.db, &filter, after, limit + 1).await?, limit);
         let users: Vec<AccountView> = found.into_iter().map(AccountView::from).collect();
         let next = users.last().filter(|_| more).map(users_cursor);
         Ok(Json(AccountPage { users, next }))
@@ -435,9 +441,7 @@ impl AdminApi {
             from: from.0,
             to: to.0,
         };
-        let mut found = audit(&self.state.db, &filter, before.0, limit + 1).await?;
-        let more = found.len() > usize::try_from(limit).unwrap_or(usize::MAX);
-        found.truncate(usize::try_from(limit).unwrap_or(usize::MAX));
+        let (found, more) = split_page(audit(&self.state.db, &filter, before.0, limit + 1).await?, limit);
         let next = found.last().filter(|_| more).map(|entry| entry.id);
         Ok(Json(AuditPage {
             entries: found.into_iter().map(AuditEntryView::from).collect(),

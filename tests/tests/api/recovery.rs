@@ -12,15 +12,17 @@ use crate::support::{audit_events, db, fields, json, problem, verified};
 const WITHIN: Duration = Duration::from_secs(20);
 const NEW_PASSWORD: &str = "a brand new passphrase";
 
+/// Mail to the test SMTP server on `port`, polled often, links on https://app.example.com.
+fn mail_to(settings: &mut auth_server::settings::Settings, port: u16) {
+    settings.mail.smtp_host = Some("127.0.0.1".to_owned());
+    settings.mail.smtp_port = port;
+    settings.mail.smtp_security = auth_server::mail::SmtpSecurity::None;
+    settings.mail.poll_interval = Duration::from_millis(50);
+    settings.mail.link_base_url = "https://app.example.com/".to_owned();
+}
+
 async fn server_mailing_to(port: u16) -> TestServer {
-    spawn_server_with(|settings| {
-        settings.mail.smtp_host = Some("127.0.0.1".to_owned());
-        settings.mail.smtp_port = port;
-        settings.mail.smtp_security = auth_server::mail::SmtpSecurity::None;
-        settings.mail.poll_interval = Duration::from_millis(50);
-        settings.mail.link_base_url = "https://app.example.com/".to_owned();
-    })
-    .await
+    spawn_server_with(|settings| mail_to(settings, port)).await
 }
 
 async fn mails_with(smtp: &SmtpServer, to: &str, subject: &str, count: usize) -> Vec<Mail> {
@@ -409,11 +411,7 @@ async fn a_lockout_mails_its_owner_once_and_a_reset_lifts_it() {
     let server = spawn_server_with(|settings| {
         settings.trusted_proxy_hops = 1;
         settings.lockout.threshold = 3;
-        settings.mail.smtp_host = Some("127.0.0.1".to_owned());
-        settings.mail.smtp_port = smtp.port;
-        settings.mail.smtp_security = auth_server::mail::SmtpSecurity::None;
-        settings.mail.poll_interval = Duration::from_millis(50);
-        settings.mail.link_base_url = "https://app.example.com".to_owned();
+        mail_to(settings, smtp.port);
     })
     .await;
     let user = server.new_user().await;
@@ -466,10 +464,7 @@ async fn enumeration_safe_registration_answers_a_new_and_a_taken_address_alike()
     let smtp = SmtpServer::start();
     let server = spawn_server_with(|settings| {
         settings.enumeration_safe_registration = true;
-        settings.mail.smtp_host = Some("127.0.0.1".to_owned());
-        settings.mail.smtp_port = smtp.port;
-        settings.mail.smtp_security = auth_server::mail::SmtpSecurity::None;
-        settings.mail.poll_interval = Duration::from_millis(50);
+        mail_to(settings, smtp.port);
     })
     .await;
     let email = format!("owner-{}@example.com", platform_tests::server::uuid_like());
@@ -506,10 +501,7 @@ async fn with_verification_required_a_login_waits_for_the_mailed_link() {
     let smtp = SmtpServer::start();
     let server = spawn_server_with(|settings| {
         settings.require_verified_email = true;
-        settings.mail.smtp_host = Some("127.0.0.1".to_owned());
-        settings.mail.smtp_port = smtp.port;
-        settings.mail.smtp_security = auth_server::mail::SmtpSecurity::None;
-        settings.mail.poll_interval = Duration::from_millis(50);
+        mail_to(settings, smtp.port);
     })
     .await;
     let email = format!("verify-{}@example.com", platform_tests::server::uuid_like());
