@@ -131,7 +131,7 @@ pub fn routes(
         .data(BodyLimit(body_limit))
         .catch_all_error(into_problem)
         .map_to_response()
-        .around(move |endpoint, request| methods::allow_header(endpoint, request, allowed.clone()))
+        .around(move |endpoint, request| methods::methods(endpoint, request, allowed.clone()))
         .around(move |endpoint, request| browser::security_headers(endpoint, request, exposure))
         .with_if(cors.is_some(), cors.unwrap_or_default())
         .map_to_response()

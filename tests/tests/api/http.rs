@@ -157,19 +157,19 @@ async fn unknown_routes_and_methods_are_problem_documents() {
     assert_eq!(wrong_method.headers()["content-type"], "application/problem+json");
     assert_eq!(
         wrong_method.headers()["allow"],
-        "POST",
+        "OPTIONS, POST",
         "RFC 9110 requires Allow on a 405"
     );
     let session = format!("/api/auth/sessions/{}", uuid::Uuid::new_v4());
     let wrong_method = server.request(Method::PATCH, &session).send().await.unwrap();
     assert_eq!(wrong_method.status(), 405);
-    assert_eq!(wrong_method.headers()["allow"], "DELETE");
+    assert_eq!(wrong_method.headers()["allow"], "DELETE, OPTIONS");
     let profile = server
         .request(Method::POST, "/api/users/profile")
         .send()
         .await
         .unwrap();
-    assert_eq!(profile.headers()["allow"], "GET, PUT");
+    assert_eq!(profile.headers()["allow"], "GET, HEAD, OPTIONS, PUT");
 }
 
 #[tokio::test]
@@ -446,4 +446,44 @@ async fn a_full_hashing_queue_answers_503_with_retry_after() {
         .collect();
     assert!(statuses.contains(&503), "{statuses:?}");
     assert!(statuses.iter().all(|s| *s == 503 || *s == 401), "{statuses:?}");
+}
+
+#[tokio::test]
+async fn options_and_head_are_answered_as_rfc_9110_says() {
+    let server = spawn_server().await;
+    let options = server
+        .request(Method::OPTIONS, "/api/users/profile")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(options.status(), 204);
+    assert_eq!(options.headers()["allow"], "GET, HEAD, OPTIONS, PUT");
+    let unknown = server
+        .request(Method::OPTIONS, "/api/nothing-here")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(unknown.status(), 404);
+    let get = server
+        .request(Method::GET, "/.well-known/jwks.json")
+        .send()
+        .await
+        .unwrap();
+    let get_headers = get.headers().clone();
+    let head = server
+        .request(Method::HEAD, "/.well-known/jwks.json")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(head.status(), 200);
+    assert_eq!(head.headers()["content-type"], get_headers["content-type"]);
+    assert_eq!(head.headers()["cache-control"], get_headers["cache-control"]);
+    assert!(head.bytes().await.unwrap().is_empty(), "no body");
+    let login = server
+        .request(Method::HEAD, "/api/auth/login")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(login.status(), 405, "HEAD only where GET is");
+    assert_eq!(login.headers()["allow"], "OPTIONS, POST");
 }
