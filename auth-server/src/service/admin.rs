@@ -98,6 +98,29 @@ async fn finish(
     Ok(())
 }
 
+/// Ends every session and token of `user` for `reason`, audits `event_type` with how many
+/// sessions ended, and commits.
+async fn end_everything(
+    state: &AppState,
+    mut tx: sqlx::Transaction<'_, sqlx::Postgres>,
+    (admin, user, client): (&VerifiedToken, Uuid, &ClientInfo),
+    (reason, event_type): (&str, &str),
+) -> Result<(), ApiError> {
+    let ended = end_sessions(state, &mut tx, user, reason).await?;
+    audit(
+        &mut tx,
+        Action {
+            event_type,
+            admin,
+            target: user,
+            client,
+            data: json!({ "sessions_revoked": ended.0.len() }),
+        },
+    )
+    .await?;
+    finish(state, tx, ended).await
+}
+
 /// Sets an account's roles. Its older access tokens are revoked at once, so no token keeps a
 /// removed role (its sessions stay: the next refresh carries the new roles).
 pub async fn set_roles(
@@ -215,19 +238,13 @@ pub async fn revoke_sessions(
 ) -> Result<(), ApiError> {
     let mut tx = state.db.begin().await?;
     target(&mut tx, user).await?;
-    let ended = end_sessions(state, &mut tx, user, "admin_revoked").await?;
-    audit(
-        &mut tx,
-        Action {
-            event_type: "admin_sessions_revoked",
-            admin,
-            target: user,
-            client,
-            data: json!({ "sessions_revoked": ended.0.len() }),
-        },
+    end_everything(
+        state,
+        tx,
+        (admin, user, client),
+        ("admin_revoked", "admin_sessions_revoked"),
     )
-    .await?;
-    finish(state, tx, ended).await
+    .await
 }
 
 /// Makes the owner choose a new password: the current one stops working, every session ends,
@@ -241,20 +258,14 @@ pub async fn force_password_reset(
     let mut tx = state.db.begin().await?;
     let account = target(&mut tx, user).await?;
     store::disable_password(&mut tx, user).await?;
-    let ended = end_sessions(state, &mut tx, user, "admin_forced_reset").await?;
     outbox::enqueue(&mut *tx, PASSWORD_RESET, &account.email).await?;
-    audit(
-        &mut tx,
-        Action {
-            event_type: "admin_password_reset_forced",
-            admin,
-            target: user,
-            client,
-            data: json!({ "sessions_revoked": ended.0.len() }),
-        },
+    end_everything(
+        state,
+        tx,
+        (admin, user, client),
+        ("admin_forced_reset", "admin_password_reset_forced"),
     )
-    .await?;
-    finish(state, tx, ended).await
+    .await
 }
 
 /// Deletes an account (its address and username become free) and ends everything it had.
@@ -271,19 +282,13 @@ pub async fn delete_user(
         return Err(last_admin());
     }
     users::soft_delete(&mut tx, user).await?;
-    let ended = end_sessions(state, &mut tx, user, "admin_deleted").await?;
-    audit(
-        &mut tx,
-        Action {
-            event_type: "admin_user_deleted",
-            admin,
-            target: user,
-            client,
-            data: json!({ "sessions_revoked": ended.0.len() }),
-        },
+    end_everything(
+        state,
+        tx,
+        (admin, user, client),
+        ("admin_deleted", "admin_user_deleted"),
     )
-    .await?;
-    finish(state, tx, ended).await
+    .await
 }
 
 /// Audits a cleanup an administrator asked for.

@@ -85,6 +85,19 @@ async fn outbox_outcomes(server: &TestServer) -> Vec<(String, Option<String>)> {
         .unwrap()
 }
 
+/// Waits until the worker has handled every outbox row.
+async fn wait_until_outbox_drains(server: &TestServer) {
+    let deadline = std::time::Instant::now() + WITHIN;
+    while outbox_outcomes(server)
+        .await
+        .iter()
+        .any(|(_, outcome)| outcome.is_none())
+    {
+        assert!(std::time::Instant::now() < deadline, "the outbox drains");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
 #[tokio::test]
 async fn a_forgotten_password_is_reset_through_the_mailed_link_and_every_session_ends() {
     let smtp = SmtpServer::start();
@@ -287,15 +300,7 @@ async fn the_address_is_verified_through_the_link_mailed_at_registration() {
         .post("/api/auth/resend-verification", &json!({ "email": user.email }))
         .await;
     assert_eq!(resend.status(), 202);
-    let deadline = std::time::Instant::now() + WITHIN;
-    while outbox_outcomes(&server)
-        .await
-        .iter()
-        .any(|(_, outcome)| outcome.is_none())
-    {
-        assert!(std::time::Instant::now() < deadline, "the outbox drains");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    wait_until_outbox_drains(&server).await;
     assert_eq!(
         mails_with(&smtp, &user.email, "Confirm your email address", 1)
             .await
@@ -373,15 +378,7 @@ async fn with_mail_disabled_requests_are_answered_alike_and_no_token_is_made() {
     .await;
     let user = server.new_user().await;
     assert_eq!(forgot(&server, &user.email).await.status(), 202);
-    let deadline = std::time::Instant::now() + WITHIN;
-    while outbox_outcomes(&server)
-        .await
-        .iter()
-        .any(|(_, outcome)| outcome.is_none())
-    {
-        assert!(std::time::Instant::now() < deadline, "the outbox drains");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    wait_until_outbox_drains(&server).await;
     assert!(
         outbox_outcomes(&server)
             .await
