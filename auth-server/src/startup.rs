@@ -254,10 +254,11 @@ impl Application {
         .spawn(shutdown.clone());
         self.outbox.spawn(shutdown.clone());
         self.state.cleanup.clone().spawn(shutdown.clone());
+        let document = crate::api::document(&self.state);
         let http_metrics =
-            HttpMetrics::register(&self.registry)?.with_templates(crate::api::route_templates(&self.state));
+            HttpMetrics::register(&self.registry)?.with_templates(crate::api::route_templates(&document));
         let body_limit = self.state.max_body_bytes;
-        let app = crate::api::routes(self.state.clone(), body_limit, &self.cors)
+        let app = crate::api::routes(self.state.clone(), &document, body_limit, &self.cors)
             .with(http_metrics)
             .with(RequestId);
         let readiness = self.state.readiness.clone();

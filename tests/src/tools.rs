@@ -40,6 +40,15 @@ pub fn venv(program: &str) -> Command {
     ))
 }
 
+/// Schemathesis' `st` (PyPI, in a virtualenv of its own).
+pub fn schemathesis() -> Command {
+    Command::new(find_binary(
+        "st",
+        &[tools_dir().join("api-venv/bin")],
+        "run scripts/test (ensure_api_tools in scripts/deps.sh installs schemathesis)",
+    ))
+}
+
 /// `promtool` (Debian's prometheus package).
 pub fn promtool() -> Command {
     Command::new(find_binary(

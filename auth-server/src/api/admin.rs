@@ -3,6 +3,7 @@
 use poem::Request;
 use poem_openapi::param::{Path, Query};
 use poem_openapi::payload::Json;
+use poem_openapi::types::Example;
 use poem_openapi::{ApiResponse, Object, OpenApi};
 use serde::Deserialize;
 use time::OffsetDateTime;
@@ -10,7 +11,7 @@ use uuid::Uuid;
 
 use super::Tag;
 use super::client::client_info;
-use super::json_body::JsonBody;
+use super::json_body::{JsonBody, OptionalJsonBody};
 use super::models::SessionView;
 use super::responses::{
     BAD_REQUEST, BODY, CONFLICT, Errors, FORBIDDEN, NOT_FOUND, UNAUTHORIZED, UNAVAILABLE, UNPROCESSABLE,
@@ -36,6 +37,7 @@ impl AdminApi {
 
 /// An account as an administrator sees it.
 #[derive(Debug, Object)]
+#[oai(skip_serializing_if_is_none)]
 pub struct AccountView {
     /// Its id.
     pub id: Uuid,
@@ -81,6 +83,7 @@ impl From<AccountSummary> for AccountView {
 
 /// One page of accounts.
 #[derive(Debug, Object)]
+#[oai(skip_serializing_if_is_none)]
 pub struct AccountPage {
     /// The accounts, newest first.
     pub users: Vec<AccountView>,
@@ -99,24 +102,42 @@ pub struct AccountDetail {
 
 /// New roles for an account.
 #[derive(Debug, Object, Deserialize)]
-#[oai(deny_unknown_fields)]
+#[oai(deny_unknown_fields, example, skip_serializing_if_is_none)]
 #[serde(deny_unknown_fields)]
 pub struct RolesRequest {
     /// The complete set of roles (`admin` grants this API).
     pub roles: Vec<String>,
 }
 
+impl Example for RolesRequest {
+    fn example() -> Self {
+        Self {
+            roles: vec!["user".to_owned(), "admin".to_owned()],
+        }
+    }
+}
+
 /// How long to lock an account.
 #[derive(Debug, Object, Deserialize)]
-#[oai(deny_unknown_fields)]
+#[oai(deny_unknown_fields, example, skip_serializing_if_is_none)]
 #[serde(deny_unknown_fields)]
 pub struct LockRequest {
-    /// Until when; for good when absent.
+    /// Until when (RFC 3339); for good when absent.
+    #[serde(default, with = "time::serde::rfc3339::option")]
     pub until: Option<OffsetDateTime>,
+}
+
+impl Example for LockRequest {
+    fn example() -> Self {
+        Self {
+            until: Some(time::macros::datetime!(2030-01-01 00:00 UTC)),
+        }
+    }
 }
 
 /// One audit entry.
 #[derive(Debug, Object)]
+#[oai(skip_serializing_if_is_none)]
 pub struct AuditEntryView {
     /// Its position in the log.
     pub id: i64,
@@ -153,6 +174,7 @@ impl From<AuditEntry> for AuditEntryView {
 
 /// One page of the audit log.
 #[derive(Debug, Object)]
+#[oai(skip_serializing_if_is_none)]
 pub struct AuditPage {
     /// The entries, newest first.
     pub entries: Vec<AuditEntryView>,
@@ -177,16 +199,8 @@ pub enum Done {
     NoContent,
 }
 
-/// The page size asked for, within 1..=200 (default 50).
-fn page_size(limit: Option<i64>) -> Result<i64, ApiError> {
-    match limit.unwrap_or(50) {
-        limit @ 1..=200 => Ok(limit),
-        _ => Err(ApiError::Validation(vec![FieldError::new(
-            "limit",
-            "must be between 1 and 200",
-        )])),
-    }
-}
+/// The page size when none is asked for.
+const DEFAULT_PAGE: i64 = 50;
 
 /// Rows fetched one beyond the page size: the page, and whether another follows.
 fn split_page<T>(mut rows: Vec<T>, limit: i64) -> (Vec<T>, bool) {
@@ -216,7 +230,8 @@ fn parse_users_cursor(cursor: &str) -> Result<(OffsetDateTime, Uuid), ApiError> 
     Ok((at.ok_or_else(bad)?, id.parse().map_err(|_| bad())?))
 }
 
-type AdminErrors = Errors<{ UNAUTHORIZED | FORBIDDEN | NOT_FOUND | UNAVAILABLE }>;
+/// An unparsable `{id}` is a 400.
+type AdminErrors = Errors<{ BAD_REQUEST | UNAUTHORIZED | FORBIDDEN | NOT_FOUND | UNAVAILABLE }>;
 type AdminChangeErrors = Errors<{ BODY | UNAUTHORIZED | FORBIDDEN | NOT_FOUND | CONFLICT }>;
 
 #[OpenApi(prefix_path = "/api/admin", tag = "Tag::Admin")]
@@ -245,13 +260,14 @@ impl AdminApi {
         /// The `next` of the previous page.
         after: Query<Option<String>>,
         /// Page size, 1 to 200 (default 50).
+        #[oai(validator(minimum(value = "1"), maximum(value = "200")))]
         limit: Query<Option<i64>>,
     ) -> Result<
         Json<AccountPage>,
         Errors<{ BAD_REQUEST | UNPROCESSABLE | UNAUTHORIZED | FORBIDDEN | UNAVAILABLE }>,
     > {
         require_admin(&auth.0)?;
-        let limit = page_size(limit.0)?;
+        let limit = limit.0.unwrap_or(DEFAULT_PAGE);
         let after = after.0.as_deref().map(parse_users_cursor).transpose()?;
         let filter = AccountFilter {
             email_prefix: email_prefix.0,
@@ -311,7 +327,7 @@ impl AdminApi {
         req: &Request,
         auth: BearerAuth,
         id: Path<Uuid>,
-        body: JsonBody<LockRequest>,
+        body: OptionalJsonBody<LockRequest>,
     ) -> Result<Json<AccountView>, AdminChangeErrors> {
         require_admin(&auth.0)?;
         let client = client_info(req, self.state.trusted_proxy_hops);
@@ -377,7 +393,8 @@ impl AdminApi {
         req: &Request,
         auth: BearerAuth,
         id: Path<Uuid>,
-    ) -> Result<Done, Errors<{ UNAUTHORIZED | FORBIDDEN | NOT_FOUND | CONFLICT | UNAVAILABLE }>> {
+    ) -> Result<Done, Errors<{ BAD_REQUEST | UNAUTHORIZED | FORBIDDEN | NOT_FOUND | CONFLICT | UNAVAILABLE }>>
+    {
         require_admin(&auth.0)?;
         let client = client_info(req, self.state.trusted_proxy_hops);
         admin::delete_user(&self.state, &auth.0, id.0, &client).await?;
@@ -428,13 +445,14 @@ impl AdminApi {
         /// The `next` of the previous page.
         before: Query<Option<i64>>,
         /// Page size, 1 to 200 (default 50).
+        #[oai(validator(minimum(value = "1"), maximum(value = "200")))]
         limit: Query<Option<i64>>,
     ) -> Result<
         Json<AuditPage>,
         Errors<{ BAD_REQUEST | UNPROCESSABLE | UNAUTHORIZED | FORBIDDEN | UNAVAILABLE }>,
     > {
         require_admin(&auth.0)?;
-        let limit = page_size(limit.0)?;
+        let limit = limit.0.unwrap_or(DEFAULT_PAGE);
         let filter = AuditFilter {
             user_id: user_id.0,
             event_type: event_type.0,

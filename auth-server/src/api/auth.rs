@@ -8,7 +8,7 @@ use poem_openapi::{ApiResponse, OpenApi};
 use super::Tag;
 use super::client::client_info;
 use super::cookies::{clear_refresh_cookie, in_body, set_refresh_cookie};
-use super::json_body::JsonBody;
+use super::json_body::{JsonBody, OptionalJsonBody};
 use super::models::{
     AuthResponse, ChangePasswordRequest, LoginRequest, RefreshRequest, RegisterRequest, UserView,
 };
@@ -172,7 +172,7 @@ impl AuthApi {
     async fn refresh(
         &self,
         req: &Request,
-        body: JsonBody<RefreshRequest>,
+        body: OptionalJsonBody<RefreshRequest>,
         #[oai(name = "refresh_token")] cookie: Cookie<Option<String>>,
     ) -> Result<GrantResponse, Errors<{ BODY | UNAUTHORIZED | TOO_MANY_REQUESTS }>> {
         let state = &*self.state;
@@ -230,7 +230,7 @@ impl AuthApi {
         req: &Request,
         auth: BearerAuth,
         body: JsonBody<ChangePasswordRequest>,
-    ) -> Result<GrantResponse, Errors<{ BODY | UNAUTHORIZED }>> {
+    ) -> Result<GrantResponse, Errors<{ BODY | UNAUTHORIZED | TOO_MANY_REQUESTS }>> {
         let state = &*self.state;
         let request = body.0;
         let client = client_info(req, state.trusted_proxy_hops);

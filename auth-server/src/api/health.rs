@@ -118,6 +118,7 @@ pub struct Liveness {
 
 /// Pool statistics and round-trip latency.
 #[derive(Debug, Clone, Object)]
+#[oai(skip_serializing_if_is_none)]
 pub struct DatabaseHealth {
     /// `ok` or `failing`.
     pub status: String,

@@ -12,8 +12,11 @@ use serde::de::DeserializeOwned;
 
 use crate::error::ApiError;
 
-/// A JSON body of type `T`.
-pub struct JsonBody<T>(pub T);
+/// A JSON body of type `T`, which the request must have unless `OPTIONAL`.
+pub struct JsonBody<T, const OPTIONAL: bool = false>(pub T);
+
+/// A JSON body that may be left out, reading as `{}` (for `T`s whose fields are all optional).
+pub type OptionalJsonBody<T> = JsonBody<T, true>;
 
 /// The largest body a [`JsonBody`] reads, put in the request data by the app.
 #[derive(Debug, Clone, Copy)]
@@ -23,7 +26,7 @@ const DEFAULT_LIMIT: usize = 64 * 1024;
 
 const CONTENT_TYPE: &str = "application/json; charset=utf-8";
 
-impl<'a, T: Type + DeserializeOwned> ApiExtractor<'a> for JsonBody<T> {
+impl<'a, T: Type + DeserializeOwned, const OPTIONAL: bool> ApiExtractor<'a> for JsonBody<T, OPTIONAL> {
     const TYPES: &'static [ApiExtractorType] = &[ApiExtractorType::RequestObject];
 
     type ParamType = ();
@@ -40,7 +43,7 @@ impl<'a, T: Type + DeserializeOwned> ApiExtractor<'a> for JsonBody<T> {
                 content_type: CONTENT_TYPE,
                 schema: T::schema_ref(),
             }],
-            required: true,
+            required: !OPTIONAL,
         })
     }
 
@@ -69,10 +72,15 @@ impl<'a, T: Type + DeserializeOwned> ApiExtractor<'a> for JsonBody<T> {
                     detail: "the body could not be read".to_owned(),
                 },
             })?;
-        // No body at all reads as `{}`: an operation whose fields are all optional needs none, and
-        // any other reports its first missing field.
         if bytes.is_empty() {
-            return parse(b"{}").map(JsonBody).map_err(Into::into);
+            if OPTIONAL {
+                return parse(b"{}").map(JsonBody).map_err(Into::into);
+            }
+            return Err(ApiError::MalformedBody {
+                field: None,
+                detail: "the request needs a JSON body".to_owned(),
+            }
+            .into());
         }
         if !is_json(request.content_type()) {
             return Err(ApiError::MalformedBody {

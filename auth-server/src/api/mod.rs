@@ -6,6 +6,7 @@ mod auth;
 pub mod browser;
 mod client;
 mod cookies;
+mod document;
 mod health;
 mod json_body;
 mod methods;
@@ -19,7 +20,9 @@ mod well_known;
 
 use std::sync::Arc;
 
+use poem::endpoint::make_sync;
 use poem::middleware::CookieJarManager;
+use poem::web::Html;
 use poem::{Endpoint, EndpointExt, IntoResponse, PathPattern, Response, Route};
 use poem_openapi::{OpenApiService, Tags};
 
@@ -76,11 +79,15 @@ pub fn openapi(state: &SharedState) -> OpenApiService<Apis, ()> {
     )
 }
 
+/// The OpenAPI document served at `/openapi.json` and shown by Swagger UI.
+pub fn document(state: &SharedState) -> serde_json::Value {
+    document::complete(&openapi(state).spec())
+}
+
 /// The documented path templates (`/api/auth/sessions/{id}`) by the router pattern each becomes
 /// (`/api/auth/sessions/:param0`), so metrics speak the document's language.
-pub fn route_templates(state: &SharedState) -> std::collections::HashMap<String, String> {
-    let spec: serde_json::Value = serde_json::from_str(&openapi(state).spec()).unwrap_or_default();
-    spec["paths"]
+pub fn route_templates(document: &serde_json::Value) -> std::collections::HashMap<String, String> {
+    document["paths"]
         .as_object()
         .into_iter()
         .flatten()
@@ -108,23 +115,28 @@ pub fn route_templates(state: &SharedState) -> std::collections::HashMap<String,
 /// for the configured origins.
 pub fn routes(
     state: SharedState,
+    document: &serde_json::Value,
     body_limit: usize,
     cors: &browser::CorsSettings,
 ) -> impl Endpoint<Output = Response> + use<> {
     let api = openapi(&state);
-    let docs = api.swagger_ui();
-    let spec = api.spec_endpoint();
+    let served = serde_json::to_string_pretty(document).expect("a JSON value serializes");
+    // Swagger UI embeds the document verbatim: swap poem-openapi's for the completed one.
+    let docs = Html(api.swagger_ui_html().replacen(&api.spec(), &served, 1));
+    let spec = make_sync(move |_| {
+        Response::builder()
+            .content_type("application/json; charset=utf-8")
+            .body(served.clone())
+    });
     let cors = cors.middleware();
-    let allowed = Arc::new(methods::AllowedMethods::from_spec(
-        &serde_json::from_str(&api.spec()).unwrap_or_default(),
-    ));
+    let allowed = Arc::new(methods::AllowedMethods::from_spec(document));
     let exposure = browser::Exposure {
         https: state.validator.issuer().starts_with("https://"),
         cors: cors.is_some(),
     };
     Route::new()
         .nest("/", api)
-        .nest("/docs", docs)
+        .nest("/docs", Route::new().at("/", make_sync(move |_| docs.clone())))
         .at("/openapi.json", spec)
         .with(CookieJarManager::new())
         .data(state)
@@ -141,9 +153,15 @@ pub fn routes(
 /// parameter, a missing bearer token) becomes the matching problem document too.
 async fn into_problem(error: poem::Error) -> Response {
     let pattern = error.data::<PathPattern>().cloned();
-    let mut response = match error.downcast_ref::<ApiError>() {
-        Some(api_error) => api_error.to_response(),
-        None => match error.status().as_u16() {
+    let parameter = error.downcast_ref::<poem_openapi::error::ParseParamError>();
+    let mut response = match (error.downcast_ref::<ApiError>(), parameter) {
+        (Some(api_error), _) => api_error.to_response(),
+        (None, Some(parameter)) => ApiError::MalformedBody {
+            field: Some(parameter.name.to_owned()),
+            detail: parameter.reason.clone(),
+        }
+        .to_response(),
+        (None, None) => match error.status().as_u16() {
             401 => ApiError::BadToken.to_response(),
             404 => ApiError::NotFound.to_response(),
             413 => ApiError::PayloadTooLarge.to_response(),

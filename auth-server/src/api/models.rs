@@ -1,7 +1,7 @@
 //! Request and response bodies, documented in the OpenAPI schema.
 
 use poem_openapi::Object;
-use poem_openapi::types::MaybeUndefined;
+use poem_openapi::types::{Example, MaybeUndefined};
 use serde::Deserialize;
 use time::OffsetDateTime;
 use uuid::Uuid;
@@ -10,16 +10,21 @@ use crate::service::grants::Grant;
 use crate::store::sessions::Session;
 use crate::store::users::User;
 
+/// The account the examples register, log in and change: Swagger UI's "Try it out" sends them
+/// as they are, in that order.
+pub const EXAMPLE_EMAIL: &str = "ada@example.com";
+/// Its password.
+pub const EXAMPLE_PASSWORD: &str = "correct horse battery staple";
+
 /// A new account.
 #[derive(Debug, Object, Deserialize)]
-#[oai(deny_unknown_fields)]
+#[oai(deny_unknown_fields, example, skip_serializing_if_is_none)]
 #[serde(deny_unknown_fields)]
 pub struct RegisterRequest {
-    /// Email address (unique, case-insensitively).
-    #[oai(validator(max_length = 254))]
+    /// Email address (unique, case-insensitively; surrounding whitespace is trimmed).
     pub email: String,
-    /// 8 to 72 bytes; common passwords are refused.
-    #[oai(validator(max_length = 72))]
+    /// 8 to 72 bytes of UTF-8 (bcrypt's limit); common passwords, and the address itself, are
+    /// refused.
     pub password: String,
     /// Optional unique username: 3 to 32 letters, digits, `.`, `_` or `-`.
     pub username: Option<String>,
@@ -29,9 +34,21 @@ pub struct RegisterRequest {
     pub last_name: Option<String>,
 }
 
+impl Example for RegisterRequest {
+    fn example() -> Self {
+        Self {
+            email: EXAMPLE_EMAIL.to_owned(),
+            password: EXAMPLE_PASSWORD.to_owned(),
+            username: Some("ada".to_owned()),
+            first_name: Some("Ada".to_owned()),
+            last_name: Some("Lovelace".to_owned()),
+        }
+    }
+}
+
 /// Credentials: an email address or a username, and the password.
 #[derive(Debug, Object, Deserialize)]
-#[oai(deny_unknown_fields)]
+#[oai(deny_unknown_fields, example, skip_serializing_if_is_none)]
 #[serde(deny_unknown_fields)]
 pub struct LoginRequest {
     /// The email address (give this or `username`).
@@ -45,6 +62,17 @@ pub struct LoginRequest {
     pub device_token: Option<String>,
 }
 
+impl Example for LoginRequest {
+    fn example() -> Self {
+        Self {
+            email: Some(EXAMPLE_EMAIL.to_owned()),
+            username: None,
+            password: EXAMPLE_PASSWORD.to_owned(),
+            device_token: None,
+        }
+    }
+}
+
 /// A refresh token; may be omitted when it is sent as the `refresh_token` cookie.
 #[derive(Debug, Default, Object, Deserialize)]
 #[oai(deny_unknown_fields)]
@@ -56,7 +84,7 @@ pub struct RefreshRequest {
 
 /// A password change.
 #[derive(Debug, Object, Deserialize)]
-#[oai(deny_unknown_fields)]
+#[oai(deny_unknown_fields, example, skip_serializing_if_is_none)]
 #[serde(deny_unknown_fields)]
 pub struct ChangePasswordRequest {
     /// The current password.
@@ -65,18 +93,35 @@ pub struct ChangePasswordRequest {
     pub new_password: String,
 }
 
+impl Example for ChangePasswordRequest {
+    fn example() -> Self {
+        Self {
+            current_password: EXAMPLE_PASSWORD.to_owned(),
+            new_password: "a new and longer passphrase".to_owned(),
+        }
+    }
+}
+
 /// Confirmation of an account deletion.
 #[derive(Debug, Object, Deserialize)]
-#[oai(deny_unknown_fields)]
+#[oai(deny_unknown_fields, example, skip_serializing_if_is_none)]
 #[serde(deny_unknown_fields)]
 pub struct DeleteAccountRequest {
     /// The account's password.
     pub password: String,
 }
 
+impl Example for DeleteAccountRequest {
+    fn example() -> Self {
+        Self {
+            password: EXAMPLE_PASSWORD.to_owned(),
+        }
+    }
+}
+
 /// Profile changes: omitted fields stay as they are, `null` clears a field.
 #[derive(Debug, Object, Deserialize)]
-#[oai(deny_unknown_fields)]
+#[oai(deny_unknown_fields, example, skip_serializing_if_is_none)]
 #[serde(deny_unknown_fields)]
 pub struct ProfileUpdate {
     /// New username, or `null` to remove it.
@@ -92,8 +137,20 @@ pub struct ProfileUpdate {
     pub profile: Option<serde_json::Value>,
 }
 
+impl Example for ProfileUpdate {
+    fn example() -> Self {
+        Self {
+            username: MaybeUndefined::Undefined,
+            first_name: MaybeUndefined::Value("Augusta Ada".to_owned()),
+            last_name: MaybeUndefined::Undefined,
+            profile: Some(serde_json::json!({ "theme": "dark" })),
+        }
+    }
+}
+
 /// An account.
 #[derive(Debug, Object)]
+#[oai(skip_serializing_if_is_none)]
 pub struct UserView {
     /// Its id (the `sub` of its tokens).
     pub id: Uuid,
@@ -136,6 +193,7 @@ impl From<User> for UserView {
 
 /// An access token and the refresh token that renews it.
 #[derive(Debug, Object)]
+#[oai(skip_serializing_if_is_none)]
 pub struct TokenPair {
     /// The access token (an RS256/ES256/EdDSA-signed JWT, `typ` `at+jwt`).
     pub access_token: String,
@@ -144,7 +202,6 @@ pub struct TokenPair {
     /// Seconds until the access token expires.
     pub expires_in: u64,
     /// The refresh token; absent when it is delivered only as an httpOnly cookie.
-    #[oai(skip_serializing_if_is_none)]
     pub refresh_token: Option<String>,
     /// When the refresh token expires unless used.
     pub refresh_token_expires_at: OffsetDateTime,
@@ -161,6 +218,7 @@ pub struct SessionInfo {
 
 /// The result of registering, logging in, refreshing or changing the password.
 #[derive(Debug, Object)]
+#[oai(skip_serializing_if_is_none)]
 pub struct AuthResponse {
     /// The account.
     pub user: UserView,
@@ -170,7 +228,6 @@ pub struct AuthResponse {
     pub session: SessionInfo,
     /// Login only: a device token for this client to keep and send with its next logins (given
     /// when it presented none valid for this account).
-    #[oai(skip_serializing_if_is_none)]
     pub device_token: Option<String>,
 }
 
@@ -197,6 +254,7 @@ impl AuthResponse {
 
 /// One of the user's sessions.
 #[derive(Debug, Object)]
+#[oai(skip_serializing_if_is_none)]
 pub struct SessionView {
     /// Its id.
     pub id: Uuid,

@@ -2,12 +2,14 @@
 
 use poem::Request;
 use poem_openapi::payload::Json;
+use poem_openapi::types::Example;
 use poem_openapi::{ApiResponse, Object, OpenApi};
 use serde::Deserialize;
 
 use super::Tag;
 use super::client::client_info;
 use super::json_body::JsonBody;
+use super::models::EXAMPLE_EMAIL;
 use super::responses::{BODY, Errors, TOO_MANY_REQUESTS};
 use crate::service::recovery;
 use crate::state::SharedState;
@@ -24,18 +26,29 @@ impl RecoveryApi {
     }
 }
 
+/// The shape of a mailed token (43 characters of base64url); the real one comes from the link.
+const EXAMPLE_TOKEN: &str = "q3XvY1m0b5rGZfKq2N8cJtLwUe7sHaPd9VxBnC4oRiE";
+
 /// An address to mail.
 #[derive(Debug, Object, Deserialize)]
-#[oai(deny_unknown_fields)]
+#[oai(deny_unknown_fields, example, skip_serializing_if_is_none)]
 #[serde(deny_unknown_fields)]
 pub struct AddressRequest {
     /// The account's email address.
     pub email: String,
 }
 
+impl Example for AddressRequest {
+    fn example() -> Self {
+        Self {
+            email: EXAMPLE_EMAIL.to_owned(),
+        }
+    }
+}
+
 /// A new password, with the token from the reset mail.
 #[derive(Debug, Object, Deserialize)]
-#[oai(deny_unknown_fields)]
+#[oai(deny_unknown_fields, example, skip_serializing_if_is_none)]
 #[serde(deny_unknown_fields)]
 pub struct ResetPasswordRequest {
     /// The token from the link in the mail.
@@ -44,13 +57,30 @@ pub struct ResetPasswordRequest {
     pub new_password: String,
 }
 
+impl Example for ResetPasswordRequest {
+    fn example() -> Self {
+        Self {
+            token: EXAMPLE_TOKEN.to_owned(),
+            new_password: "a new and longer passphrase".to_owned(),
+        }
+    }
+}
+
 /// The token from the verification mail.
 #[derive(Debug, Object, Deserialize)]
-#[oai(deny_unknown_fields)]
+#[oai(deny_unknown_fields, example, skip_serializing_if_is_none)]
 #[serde(deny_unknown_fields)]
 pub struct TokenRequest {
     /// The token from the link in the mail.
     pub token: String,
+}
+
+impl Example for TokenRequest {
+    fn example() -> Self {
+        Self {
+            token: EXAMPLE_TOKEN.to_owned(),
+        }
+    }
 }
 
 /// The same answer whatever the address.

@@ -9,7 +9,7 @@ use uuid::Uuid;
 use super::Tag;
 use super::client::client_info;
 use super::models::SessionView;
-use super::responses::{Errors, NOT_FOUND, UNAUTHORIZED, UNAVAILABLE};
+use super::responses::{BAD_REQUEST, Errors, NOT_FOUND, UNAUTHORIZED, UNAVAILABLE};
 use super::security::BearerAuth;
 use crate::service::logout;
 use crate::state::SharedState;
@@ -66,7 +66,7 @@ impl SessionsApi {
         auth: BearerAuth,
         /// The session id.
         id: Path<Uuid>,
-    ) -> Result<Revoked, Errors<{ UNAUTHORIZED | NOT_FOUND | UNAVAILABLE }>> {
+    ) -> Result<Revoked, Errors<{ BAD_REQUEST | UNAUTHORIZED | NOT_FOUND | UNAVAILABLE }>> {
         let state = &*self.state;
         logout::revoke_session(state, &auth.0, id.0, &client_info(req, state.trusted_proxy_hops)).await?;
         Ok(Revoked::NoContent)

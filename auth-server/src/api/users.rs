@@ -8,7 +8,7 @@ use super::Tag;
 use super::client::client_info;
 use super::json_body::JsonBody;
 use super::models::{DeleteAccountRequest, ProfileUpdate, UserView};
-use super::responses::{BODY, CONFLICT, Errors, UNAUTHORIZED, UNAVAILABLE};
+use super::responses::{BODY, CONFLICT, Errors, TOO_MANY_REQUESTS, UNAUTHORIZED, UNAVAILABLE};
 use super::security::BearerAuth;
 use crate::service::changes;
 use crate::state::SharedState;
@@ -78,7 +78,7 @@ impl UsersApi {
         req: &Request,
         auth: BearerAuth,
         body: JsonBody<DeleteAccountRequest>,
-    ) -> Result<Deleted, Errors<{ BODY | UNAUTHORIZED }>> {
+    ) -> Result<Deleted, Errors<{ BODY | UNAUTHORIZED | TOO_MANY_REQUESTS }>> {
         let state = &*self.state;
         changes::delete_account(
             state,

@@ -4,4 +4,4 @@ mod hasher;
 mod policy;
 
 pub use hasher::{HashError, PasswordHasher};
-pub use policy::check_new_password;
+pub use policy::{MAX_PASSWORD_BYTES, MIN_PASSWORD_BYTES, check_new_password};

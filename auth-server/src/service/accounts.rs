@@ -49,9 +49,9 @@ pub async fn register(
             state.rate_limits.register_per_ip,
         )
         .await?;
-    let email = new.email.trim();
     let mut problems = Problems::default();
-    problems.add(validation::email("email", email));
+    problems.add(validation::email("email", new.email));
+    let email = new.email.trim();
     problems.add(check_new_password("password", new.password, email));
     problems.add(
         new.username

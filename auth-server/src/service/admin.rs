@@ -18,7 +18,7 @@ use crate::store::{ClientInfo, sessions, users};
 /// The role that may use the admin API.
 pub const ADMIN: &str = "admin";
 /// The most roles one account may have.
-const MAX_ROLES: usize = 16;
+pub const MAX_ROLES: usize = 16;
 
 /// Refuses a token without the admin role (403; no token at all is a 401 before this).
 pub fn require_admin(token: &VerifiedToken) -> Result<(), ApiError> {
@@ -26,14 +26,6 @@ pub fn require_admin(token: &VerifiedToken) -> Result<(), ApiError> {
         true => Ok(()),
         false => Err(ApiError::Forbidden),
     }
-}
-
-/// A role name: lowercase letters, digits, `_` and `-`, starting with a letter, at most 32.
-fn valid_role(role: &str) -> bool {
-    let mut chars = role.chars();
-    chars.next().is_some_and(|first| first.is_ascii_lowercase())
-        && role.len() <= 32
-        && chars.all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_' || c == '-')
 }
 
 fn last_admin() -> ApiError {
@@ -130,13 +122,11 @@ pub async fn set_roles(
     mut roles: Vec<String>,
     client: &ClientInfo,
 ) -> Result<AccountSummary, ApiError> {
-    roles.sort();
-    roles.dedup();
     let mut problems = Vec::new();
     if roles.len() > MAX_ROLES {
         problems.push(FieldError::new("roles", "at most 16 roles"));
     }
-    if let Some(bad) = roles.iter().find(|role| !valid_role(role)) {
+    if let Some(bad) = roles.iter().find(|role| !crate::validation::role(role)) {
         problems.push(FieldError::new(
             "roles",
             format!("{bad:?} is not a role name (a-z, 0-9, _ and -, starting with a letter, at most 32)"),
@@ -145,6 +135,8 @@ pub async fn set_roles(
     if !problems.is_empty() {
         return Err(ApiError::Validation(problems));
     }
+    roles.sort();
+    roles.dedup();
     let mut tx = state.db.begin().await?;
     let admins = store::lock_admins(&mut tx).await?;
     let before = target(&mut tx, user).await?;

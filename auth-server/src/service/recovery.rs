@@ -36,10 +36,10 @@ async fn request_mail(
     kind: &str,
     client: &ClientInfo,
 ) -> Result<(), ApiError> {
-    let email = email.trim();
     if let Some(problem) = validation::email("email", email) {
         return Err(ApiError::Validation(vec![problem]));
     }
+    let email = email.trim();
     let limits = &state.rate_limits;
     state
         .limiter

@@ -242,7 +242,7 @@ async fn accounts_are_searched_and_paged_newest_first() {
             None,
         )
         .await,
-        422,
+        400,
     )
     .await;
     assert_eq!(fields(&bad), ["limit"]);
@@ -318,6 +318,23 @@ async fn a_locked_account_is_refused_like_a_wrong_password_until_unlocked() {
     .await;
     assert_eq!(unlocked["locked"], false);
     assert_eq!(login_status(&server, &user.email, PASSWORD).await, 200);
+
+    let until = "2999-01-02T03:04:05Z";
+    let timed = json(
+        post(
+            &server,
+            &format!("/api/admin/users/{}/lock", user.id),
+            &admin.access,
+            json!({ "until": until }),
+        )
+        .await,
+        200,
+    )
+    .await;
+    assert_eq!(
+        (&timed["locked"], &timed["locked_until"]),
+        (&json!(true), &json!(until))
+    );
 }
 
 #[tokio::test]

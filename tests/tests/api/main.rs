@@ -6,6 +6,7 @@ mod browser;
 mod http;
 mod lockout;
 mod login;
+mod openapi;
 mod recovery;
 mod register;
 mod revocation;
