@@ -240,7 +240,7 @@ impl AdminApi {
     ///
     /// Newest first, filtered by address prefix, role, lock, verification and creation time;
     /// pages are chained through `next` (keyset pagination).
-    #[oai(path = "/users", method = "get")]
+    #[oai(path = "/users", method = "get", operation_id = "listUsers")]
     #[allow(clippy::too_many_arguments)]
     async fn list_users(
         &self,
@@ -285,7 +285,7 @@ impl AdminApi {
     }
 
     /// One account with its live sessions
-    #[oai(path = "/users/:id", method = "get")]
+    #[oai(path = "/users/:id", method = "get", operation_id = "getUser")]
     async fn get_user(&self, auth: BearerAuth, id: Path<Uuid>) -> Result<Json<AccountDetail>, AdminErrors> {
         require_admin(&auth.0)?;
         let user = summary(&self.state.db, id.0).await?.ok_or(ApiError::NotFound)?;
@@ -303,7 +303,7 @@ impl AdminApi {
     ///
     /// Effective at once: the account's older access tokens are revoked. The last administrator
     /// cannot lose the `admin` role (409).
-    #[oai(path = "/users/:id/roles", method = "put")]
+    #[oai(path = "/users/:id/roles", method = "put", operation_id = "setRoles")]
     async fn set_roles(
         &self,
         req: &Request,
@@ -321,7 +321,7 @@ impl AdminApi {
     ///
     /// Until the given time or for good; its sessions and tokens are revoked. Its logins get the
     /// same answer as a wrong password.
-    #[oai(path = "/users/:id/lock", method = "post")]
+    #[oai(path = "/users/:id/lock", method = "post", operation_id = "lockUser")]
     async fn lock(
         &self,
         req: &Request,
@@ -338,7 +338,7 @@ impl AdminApi {
     /// Unlock an account
     ///
     /// Ends a lock (an administrator's or the failed-login lockout) and clears the failure count.
-    #[oai(path = "/users/:id/unlock", method = "post")]
+    #[oai(path = "/users/:id/unlock", method = "post", operation_id = "unlockUser")]
     async fn unlock(
         &self,
         req: &Request,
@@ -354,7 +354,11 @@ impl AdminApi {
     /// Revoke an account's sessions
     ///
     /// Every session and access token of the account, everywhere.
-    #[oai(path = "/users/:id/revoke-sessions", method = "post")]
+    #[oai(
+        path = "/users/:id/revoke-sessions",
+        method = "post",
+        operation_id = "revokeUserSessions"
+    )]
     async fn revoke_sessions(
         &self,
         req: &Request,
@@ -370,7 +374,11 @@ impl AdminApi {
     /// Force a password reset
     ///
     /// The current password stops working, every session ends, and a reset link is mailed.
-    #[oai(path = "/users/:id/force-password-reset", method = "post")]
+    #[oai(
+        path = "/users/:id/force-password-reset",
+        method = "post",
+        operation_id = "forcePasswordReset"
+    )]
     async fn force_password_reset(
         &self,
         req: &Request,
@@ -387,7 +395,7 @@ impl AdminApi {
     ///
     /// Its address and username become free; everything it had is revoked. The last
     /// administrator cannot be deleted (409).
-    #[oai(path = "/users/:id", method = "delete")]
+    #[oai(path = "/users/:id", method = "delete", operation_id = "deleteUser")]
     async fn delete_user(
         &self,
         req: &Request,
@@ -406,7 +414,7 @@ impl AdminApi {
     /// Deletes what no longer matters (dead sessions' refresh tokens, used and expired single-use
     /// tokens, expired revocations, delivered mail, audit entries past their retention) without
     /// waiting for the periodic run; one replica at a time.
-    #[oai(path = "/cleanup", method = "post")]
+    #[oai(path = "/cleanup", method = "post", operation_id = "runCleanup")]
     async fn cleanup(
         &self,
         req: &Request,
@@ -429,7 +437,7 @@ impl AdminApi {
     /// Query the audit log
     ///
     /// Newest first, by account, event type and time range; pages are chained through `next`.
-    #[oai(path = "/audit", method = "get")]
+    #[oai(path = "/audit", method = "get", operation_id = "auditLog")]
     #[allow(clippy::too_many_arguments)]
     async fn audit_log(
         &self,

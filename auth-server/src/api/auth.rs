@@ -92,7 +92,7 @@ impl AuthApi {
     ///
     /// Creates the account and logs it in: the response holds the user, a token pair and the new
     /// session. Emails are unique case-insensitively.
-    #[oai(path = "/register", method = "post")]
+    #[oai(path = "/register", method = "post", operation_id = "register")]
     async fn register(
         &self,
         req: &Request,
@@ -130,7 +130,7 @@ impl AuthApi {
     /// Checks an email address (or username) and password and starts a session. Every failure is
     /// the same 401, whether the account exists or not. With `AUTH_REQUIRE_VERIFIED_EMAIL`, the
     /// right password for an unverified address is a 403 `email-not-verified`.
-    #[oai(path = "/login", method = "post")]
+    #[oai(path = "/login", method = "post", operation_id = "login")]
     async fn login(
         &self,
         req: &Request,
@@ -168,7 +168,7 @@ impl AuthApi {
     /// Exchanges a refresh token (body or cookie) for a new pair; the old refresh token stops
     /// working. Presenting it again within a few seconds returns the same new refresh token
     /// (safe retries); presenting it later revokes the whole session.
-    #[oai(path = "/refresh", method = "post")]
+    #[oai(path = "/refresh", method = "post", operation_id = "refresh")]
     async fn refresh(
         &self,
         req: &Request,
@@ -189,7 +189,7 @@ impl AuthApi {
     /// Log out
     ///
     /// Revokes this session and this access token everywhere (sidecars included).
-    #[oai(path = "/logout", method = "post")]
+    #[oai(path = "/logout", method = "post", operation_id = "logout")]
     async fn logout(
         &self,
         req: &Request,
@@ -203,7 +203,7 @@ impl AuthApi {
     /// Log out everywhere
     ///
     /// Revokes every session of the user and every access token issued to them so far.
-    #[oai(path = "/logout-all", method = "post")]
+    #[oai(path = "/logout-all", method = "post", operation_id = "logoutAll")]
     async fn logout_all(
         &self,
         req: &Request,
@@ -215,7 +215,7 @@ impl AuthApi {
     }
 
     /// The current user
-    #[oai(path = "/me", method = "get")]
+    #[oai(path = "/me", method = "get", operation_id = "getMe")]
     async fn me(&self, auth: BearerAuth) -> Result<Json<UserView>, Errors<{ UNAUTHORIZED | UNAVAILABLE }>> {
         Ok(Json(changes::current_user(&self.state, &auth.0).await?.into()))
     }
@@ -224,7 +224,7 @@ impl AuthApi {
     ///
     /// Needs the current password. Every session and token of the user is revoked; the response
     /// holds tokens for a new session so this client stays logged in.
-    #[oai(path = "/change-password", method = "post")]
+    #[oai(path = "/change-password", method = "post", operation_id = "changePassword")]
     async fn change_password(
         &self,
         req: &Request,

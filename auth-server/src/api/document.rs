@@ -11,6 +11,7 @@ use crate::validation::{EMAIL_MAX_CHARS, EMAIL_PATTERN, NAME_PATTERN, ROLE_PATTE
 /// The completed document of `raw`, poem-openapi's JSON.
 pub fn complete(raw: &str) -> Value {
     let mut document: Value = serde_json::from_str(raw).expect("poem-openapi writes valid JSON");
+    link(&mut document);
     let bodies = request_body_schemas(&document);
     let schemas = &mut document["components"]["schemas"];
     for name in bodies {
@@ -22,13 +23,9 @@ pub fn complete(raw: &str) -> Value {
         login["oneOf"] = one_identifier();
     }
     for (schema, field, rule) in field_rules() {
-        if let Some(Value::Object(property)) = schemas.pointer_mut(&format!("/{schema}/properties/{field}")) {
-            property.extend(
-                rule.as_object()
-                    .into_iter()
-                    .flatten()
-                    .map(|(k, v)| (k.clone(), v.clone())),
-            );
+        let property = schemas.pointer_mut(&format!("/{schema}/properties/{field}"));
+        if let (Some(Value::Object(property)), Value::Object(rule)) = (property, rule) {
+            property.extend(rule);
         }
     }
     document
@@ -63,6 +60,55 @@ fn field_rules() -> Vec<(&'static str, &'static str, Value)> {
         ("ResetPasswordRequest", "new_password", password),
         ("RolesRequest", "roles", roles),
     ]
+}
+
+/// OpenAPI links: where an id in one answer is the `{id}` of other operations, so that clients
+/// (and schemathesis' stateful phase) can follow it.
+fn link(document: &mut Value) {
+    let account = [
+        "getUser",
+        "setRoles",
+        "lockUser",
+        "unlockUser",
+        "revokeUserSessions",
+        "forcePasswordReset",
+        "deleteUser",
+    ];
+    let sources: [(&str, &str, &str, &str, &[&str]); 3] = [
+        (
+            "/api/auth/register",
+            "post",
+            "201",
+            "$response.body#/user/id",
+            &account,
+        ),
+        (
+            "/api/admin/users",
+            "get",
+            "200",
+            "$response.body#/users/0/id",
+            &account,
+        ),
+        (
+            "/api/auth/sessions",
+            "get",
+            "200",
+            "$response.body#/0/id",
+            &["revokeSession"],
+        ),
+    ];
+    for (path, method, status, id, targets) in sources {
+        let pointer = format!("/paths/{}/{method}/responses/{status}", path.replace('/', "~1"));
+        if let Some(response) = document.pointer_mut(&pointer) {
+            let links = targets.iter().map(|target| {
+                (
+                    target.to_string(),
+                    json!({ "operationId": target, "parameters": { "id": id } }),
+                )
+            });
+            response["links"] = Value::Object(links.collect());
+        }
+    }
 }
 
 /// The component names of every JSON request body.

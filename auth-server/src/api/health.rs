@@ -146,13 +146,13 @@ pub enum DatabaseResponse {
 #[OpenApi(prefix_path = "/api/health", tag = "Tag::Health")]
 impl HealthApi {
     /// Overall health
-    #[oai(path = "/", method = "get")]
+    #[oai(path = "/", method = "get", operation_id = "getHealth")]
     async fn health(&self) -> HealthResponse {
         self.ready().await
     }
 
     /// Liveness: the process runs
-    #[oai(path = "/live", method = "get")]
+    #[oai(path = "/live", method = "get", operation_id = "healthLive")]
     async fn live(&self) -> Json<Liveness> {
         Json(Liveness {
             status: "alive".to_owned(),
@@ -160,7 +160,7 @@ impl HealthApi {
     }
 
     /// Readiness: database, Redis and schema
-    #[oai(path = "/ready", method = "get")]
+    #[oai(path = "/ready", method = "get", operation_id = "healthReady")]
     async fn ready(&self) -> HealthResponse {
         let report = self
             .readiness
@@ -174,7 +174,7 @@ impl HealthApi {
     }
 
     /// Database pool statistics and latency
-    #[oai(path = "/database", method = "get")]
+    #[oai(path = "/database", method = "get", operation_id = "healthDatabase")]
     async fn database(&self) -> DatabaseResponse {
         let health = self.database.get(async || self.measure_database().await).await;
         if health.latency_ms.is_some() {

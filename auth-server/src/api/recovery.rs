@@ -118,7 +118,7 @@ impl RecoveryApi {
     ///
     /// Mails a single-use link (valid one hour by default) to the address if an account uses it.
     /// The answer is the same, in about the same time, whether or not one does.
-    #[oai(path = "/forgot-password", method = "post")]
+    #[oai(path = "/forgot-password", method = "post", operation_id = "forgotPassword")]
     async fn forgot_password(
         &self,
         req: &Request,
@@ -133,7 +133,7 @@ impl RecoveryApi {
     ///
     /// Sets a new password with the token from the reset mail. The address counts as verified,
     /// any lockout ends, and every session and token of the account is revoked.
-    #[oai(path = "/reset-password", method = "post")]
+    #[oai(path = "/reset-password", method = "post", operation_id = "resetPassword")]
     async fn reset_password(
         &self,
         req: &Request,
@@ -149,7 +149,7 @@ impl RecoveryApi {
     /// Verify the email address
     ///
     /// Marks the address verified with the token from the verification mail.
-    #[oai(path = "/verify-email", method = "post")]
+    #[oai(path = "/verify-email", method = "post", operation_id = "verifyEmail")]
     async fn verify_email(
         &self,
         req: &Request,
@@ -164,7 +164,11 @@ impl RecoveryApi {
     ///
     /// Mails a new verification link if an account uses the address and it is not verified yet;
     /// the answer is the same either way.
-    #[oai(path = "/resend-verification", method = "post")]
+    #[oai(
+        path = "/resend-verification",
+        method = "post",
+        operation_id = "resendVerification"
+    )]
     async fn resend_verification(
         &self,
         req: &Request,

@@ -41,7 +41,7 @@ impl SessionsApi {
     ///
     /// Every live session of the user, newest first, with where it was created and whether it
     /// is the one making this request.
-    #[oai(path = "/", method = "get")]
+    #[oai(path = "/", method = "get", operation_id = "listSessions")]
     async fn list(
         &self,
         auth: BearerAuth,
@@ -59,7 +59,7 @@ impl SessionsApi {
     /// Revoke one of my sessions
     ///
     /// Ends the session (its refresh token stops working) and revokes its access tokens.
-    #[oai(path = "/:id", method = "delete")]
+    #[oai(path = "/:id", method = "delete", operation_id = "revokeSession")]
     async fn revoke(
         &self,
         req: &Request,

@@ -37,7 +37,7 @@ pub enum Deleted {
 #[OpenApi(prefix_path = "/api/users", tag = "Tag::Users")]
 impl UsersApi {
     /// My profile
-    #[oai(path = "/profile", method = "get")]
+    #[oai(path = "/profile", method = "get", operation_id = "getProfile")]
     async fn profile(
         &self,
         auth: BearerAuth,
@@ -48,7 +48,7 @@ impl UsersApi {
     /// Update my profile
     ///
     /// Changes the fields present in the body; `null` clears a field. Usernames are unique.
-    #[oai(path = "/profile", method = "put")]
+    #[oai(path = "/profile", method = "put", operation_id = "updateProfile")]
     async fn update_profile(
         &self,
         auth: BearerAuth,
@@ -72,7 +72,7 @@ impl UsersApi {
     ///
     /// Needs the password again. The account is deleted (its email address becomes free) and
     /// every session and token is revoked.
-    #[oai(path = "/account", method = "delete")]
+    #[oai(path = "/account", method = "delete", operation_id = "deleteAccount")]
     async fn delete_account(
         &self,
         req: &Request,

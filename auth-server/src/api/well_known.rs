@@ -83,7 +83,7 @@ pub struct Discovery {
 #[OpenApi(tag = "Tag::Keys")]
 impl WellKnownApi {
     /// The public signing keys (JWKS)
-    #[oai(path = "/.well-known/jwks.json", method = "get")]
+    #[oai(path = "/.well-known/jwks.json", method = "get", operation_id = "getJwks")]
     async fn jwks(&self) -> Result<JwksResponse, Errors<0>> {
         let value = serde_json::to_value(self.state.keys.load().jwks()).map_err(anyhow::Error::from)?;
         let document: JwkSetDocument = serde_json::from_value(value).map_err(anyhow::Error::from)?;
@@ -91,7 +91,11 @@ impl WellKnownApi {
     }
 
     /// Discovery document
-    #[oai(path = "/.well-known/openid-configuration", method = "get")]
+    #[oai(
+        path = "/.well-known/openid-configuration",
+        method = "get",
+        operation_id = "getDiscovery"
+    )]
     async fn discovery(&self) -> Result<Json<Discovery>, Errors<0>> {
         let issuer = self.state.validator.issuer().trim_end_matches('/').to_owned();
         let algorithms = self

@@ -69,6 +69,32 @@ async fn the_openapi_document_is_valid_and_documents_every_route_and_error() {
         assert!(register[status].is_object(), "register lacks {status}");
     }
 
+    // Every operation has its own id (client generators name methods after it), and every link
+    // leads to one of them.
+    let operations: Vec<&Value> = spec["paths"]
+        .as_object()
+        .unwrap()
+        .values()
+        .flat_map(|methods| methods.as_object().unwrap().values())
+        .collect();
+    let ids: std::collections::HashSet<&str> = operations
+        .iter()
+        .map(|operation| operation["operationId"].as_str().expect("an operationId"))
+        .collect();
+    assert_eq!(ids.len(), operations.len(), "operationIds are unique");
+    let targets: Vec<&str> = operations
+        .iter()
+        .flat_map(|operation| operation["responses"].as_object().unwrap().values())
+        .flat_map(|response| response["links"].as_object().into_iter().flatten())
+        .map(|(_, link)| link["operationId"].as_str().unwrap())
+        .collect();
+    assert!(targets.len() >= 10, "the ids in answers are linked: {targets:?}");
+    assert!(targets.iter().all(|target| ids.contains(target)), "{targets:?}");
+    assert!(
+        server.get_text("/docs/").await.contains(&text),
+        "Swagger UI shows the document /openapi.json serves"
+    );
+
     let file = tempfile::NamedTempFile::new().unwrap();
     std::fs::write(file.path(), &text).unwrap();
     let validated = Command::new("python3")

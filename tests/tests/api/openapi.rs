@@ -56,6 +56,7 @@ async fn the_server_does_exactly_what_its_openapi_document_says() {
     .await
     .unwrap();
     let report = String::from_utf8_lossy(&run.stdout);
+    println!("{report}");
     assert!(
         run.status.success(),
         "schemathesis found disagreements:\n{report}\n{}",
