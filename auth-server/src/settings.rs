@@ -106,8 +106,10 @@ pub struct Settings {
     pub database_url: SecretString,
     /// Most connections the database pool opens.
     pub database_max_connections: u32,
-    /// The Redis URL.
+    /// The Redis URL (`rediss://` for TLS; `user:password@` for an ACL user).
     pub redis_url: SecretString,
+    /// TLS to Redis: CA and client certificate files (`AUTH_REDIS_TLS__CA_FILE`, …).
+    pub redis_tls: auth_core::redis::RedisTls,
     /// Most connections the Redis pool opens.
     pub redis_max_connections: u32,
     /// How long a request waits for a database or Redis connection before answering 503.
@@ -237,6 +239,7 @@ impl Default for Settings {
             database_url: SecretString::from("postgres://localhost:5432/auth"),
             database_max_connections: 20,
             redis_url: SecretString::from("redis://127.0.0.1:6379"),
+            redis_tls: auth_core::redis::RedisTls::default(),
             redis_max_connections: 16,
             dependency_timeout: Duration::from_secs(2),
             shutdown_grace: Duration::from_secs(10),
@@ -248,6 +251,12 @@ impl Default for Settings {
 }
 
 impl Settings {
+    /// The Redis client these settings describe.
+    pub fn redis_client(&self) -> Result<redis::Client, SettingsError> {
+        auth_core::redis::client(self.redis_url.expose_secret(), &self.redis_tls)
+            .map_err(|error| SettingsError::new("AUTH_REDIS_TLS", format!("{error:#}")))
+    }
+
     /// The parsed database connection options.
     pub fn database_options(&self) -> Result<PgConnectOptions, SettingsError> {
         PgConnectOptions::from_str(self.database_url.expose_secret()).map_err(|error| {
@@ -281,6 +290,7 @@ impl Validate for Settings {
         self.database_options()?;
         auth_core::redis::validate_url(self.redis_url.expose_secret())
             .map_err(|problem| SettingsError::new("REDIS_URL", problem))?;
+        self.redis_client()?;
         for (name, addr) in [
             ("AUTH_LISTEN", &self.listen),
             ("AUTH_ADMIN_LISTEN", &self.admin_listen),

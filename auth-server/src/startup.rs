@@ -16,7 +16,6 @@ use auth_core::settings::Environment;
 use auth_core::shutdown::{self, Shutdown, ShutdownTrigger};
 use auth_core::token::{TokenValidator, ValidatorSettings};
 use poem::EndpointExt;
-use secrecy::ExposeSecret;
 
 use crate::access_tokens::TokenIssuer;
 use crate::cluster::webhook::WebhookSettings;
@@ -118,7 +117,7 @@ impl Application {
             settings.dependency_timeout,
         );
         let redis = auth_core::redis::pool(
-            settings.redis_url.expose_secret(),
+            &settings.redis_client()?,
             settings.redis_max_connections,
             settings.dependency_timeout,
         )

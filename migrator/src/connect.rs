@@ -50,10 +50,12 @@ pub async fn connect_once(options: &PgConnectOptions) -> Result<(), sqlx::Error>
     Ok(())
 }
 
-/// Whether waiting might help: the server is down, starting, or out of connections.
+/// Whether waiting might help: the server is down, starting, or out of connections. A TLS
+/// failure (the certificate does not verify) comes as invalid data and is final.
 pub fn is_transient(error: &sqlx::Error) -> bool {
     match error {
-        sqlx::Error::Io(_) | sqlx::Error::PoolTimedOut => true,
+        sqlx::Error::Io(io) => io.kind() != std::io::ErrorKind::InvalidData,
+        sqlx::Error::PoolTimedOut => true,
         sqlx::Error::Database(error) => matches!(
             error.code().as_deref(),
             // cannot_connect_now (starting up or shutting down), too_many_connections

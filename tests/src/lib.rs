@@ -18,6 +18,7 @@ pub mod scripted_api;
 pub mod server;
 pub mod service;
 pub mod smtp;
+pub mod tls;
 pub mod tools;
 pub mod verifier;
 

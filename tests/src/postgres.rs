@@ -35,6 +35,17 @@ pub fn server() -> &'static PostgresServer {
 
 impl PostgresServer {
     fn start() -> Self {
+        Self::launch(None)
+    }
+
+    /// A dedicated server (stopped when the test process ends) with TLS on, serving the PKI's
+    /// server certificate; it still accepts plain connections, so what is tested is the client's
+    /// refusal to go without TLS.
+    pub fn start_tls(pki: &crate::tls::TestPki) -> Self {
+        Self::launch(Some(pki))
+    }
+
+    fn launch(tls: Option<&crate::tls::TestPki>) -> Self {
         let bin = server_bindir();
         let initdb = find_binary("initdb", std::slice::from_ref(&bin), INSTALL_HINT);
         let postgres = find_binary("postgres", std::slice::from_ref(&bin), INSTALL_HINT);
@@ -59,6 +70,25 @@ impl PostgresServer {
             "--locale=C",
             "--no-sync",
         ]));
+        let mut ssl = Vec::new();
+        if let Some(pki) = tls {
+            // The key must belong to the server's user and be private to it.
+            for name in ["server.pem", "server.key"] {
+                std::fs::copy(pki.file(name), dir.join(name)).expect("the certificate can be copied");
+                if root {
+                    run_checked(Command::new("chown").arg("postgres:postgres").arg(dir.join(name)));
+                }
+            }
+            run_checked(Command::new("chmod").arg("600").arg(dir.join("server.key")));
+            ssl = vec![
+                "-c".to_owned(),
+                "ssl=on".to_owned(),
+                "-c".to_owned(),
+                format!("ssl_cert_file={}", dir.join("server.pem").display()),
+                "-c".to_owned(),
+                format!("ssl_key_file={}", dir.join("server.key").display()),
+            ];
+        }
         let port = free_port();
         let log = dir.join("postgres.log");
         let child = spawn_logged(
@@ -79,7 +109,8 @@ impl PostgresServer {
                     "-c",
                     "full_page_writes=off",
                 ])
-                .args(["-c", "max_connections=400", "-c", "log_min_messages=warning"]),
+                .args(["-c", "max_connections=400", "-c", "log_min_messages=warning"])
+                .args(&ssl),
             &log,
         );
         let isready = find_binary("pg_isready", std::slice::from_ref(&bin), INSTALL_HINT);

@@ -20,6 +20,7 @@ pub struct RedisServer {
     port: u16,
     dir: PathBuf,
     child: Option<Child>,
+    tls: Vec<String>,
 }
 
 /// One test's own Redis database on the shared server.
@@ -60,8 +61,31 @@ impl RedisServer {
             port: free_port(),
             dir,
             child: None,
+            tls: Vec::new(),
         };
         server.launch();
+        server
+    }
+
+    /// Starts a dedicated server that also listens with TLS on `tls_port`, with the PKI's server
+    /// certificate, requiring a client certificate from its CA when `client_certificates`. (The
+    /// plain port stays open for the harness's own readiness check.)
+    pub fn start_tls(pki: &crate::tls::TestPki, tls_port: u16, client_certificates: bool) -> Self {
+        let mut server = Self::start();
+        let path = |name: &str| pki.file(name).display().to_string();
+        server.tls = vec![
+            "--tls-port".to_owned(),
+            tls_port.to_string(),
+            "--tls-cert-file".to_owned(),
+            path("server.pem"),
+            "--tls-key-file".to_owned(),
+            path("server.key"),
+            "--tls-ca-cert-file".to_owned(),
+            path("ca.pem"),
+            "--tls-auth-clients".to_owned(),
+            if client_certificates { "yes" } else { "no" }.to_owned(),
+        ];
+        server.restart();
         server
     }
 
@@ -73,6 +97,7 @@ impl RedisServer {
                 .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1"])
                 .args(["--save", "", "--appendonly", "no", "--protected-mode", "no"])
                 .args(["--databases", &DATABASES.to_string()])
+                .args(&self.tls)
                 .arg("--dir")
                 .arg(&self.dir),
             &log,
@@ -83,6 +108,11 @@ impl RedisServer {
         wait_until("Redis", Duration::from_secs(10), &log, || {
             redis_command(port, "PING").is_ok_and(|reply| reply == "+PONG")
         });
+    }
+
+    /// The plain port.
+    pub fn port(&self) -> u16 {
+        self.port
     }
 
     /// `redis://127.0.0.1:{port}/{db}`.

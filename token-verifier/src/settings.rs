@@ -92,8 +92,10 @@ pub struct Settings {
     pub jwks_timeout: Duration,
     /// `index` (default) or `lookup`.
     pub revocation_mode: RevocationMode,
-    /// The Redis URL holding the revocation stream and keys.
+    /// The Redis URL holding the revocation stream and keys (`rediss://` for TLS).
     pub redis_url: SecretString,
+    /// TLS to Redis: CA and client certificate files (`VERIFIER_REDIS_TLS__CA_FILE`, …).
+    pub redis_tls: auth_core::redis::RedisTls,
     /// The Redis key namespace.
     pub redis_namespace: String,
     /// How long a Redis operation may take.
@@ -145,6 +147,7 @@ impl Default for Settings {
             jwks_timeout: Duration::from_secs(2),
             revocation_mode: RevocationMode::Index,
             redis_url: SecretString::from("redis://127.0.0.1:6379"),
+            redis_tls: auth_core::redis::RedisTls::default(),
             redis_namespace: "auth".to_owned(),
             redis_timeout: Duration::from_secs(1),
             redis_grace: Duration::from_secs(5),
@@ -170,10 +173,19 @@ fn http_url(name: &str, url: &str) -> Result<(), SettingsError> {
     }
 }
 
+impl Settings {
+    /// The Redis client these settings describe.
+    pub fn redis_client(&self) -> Result<redis::Client, SettingsError> {
+        auth_core::redis::client(self.redis_url.expose_secret(), &self.redis_tls)
+            .map_err(|error| SettingsError::new("VERIFIER_REDIS_TLS", format!("{error:#}")))
+    }
+}
+
 impl Validate for Settings {
     fn validate(&self) -> Result<(), SettingsError> {
         auth_core::redis::validate_url(self.redis_url.expose_secret())
             .map_err(|problem| SettingsError::new("REDIS_URL", problem))?;
+        self.redis_client()?;
         for (name, addr) in [
             ("VERIFIER_LISTEN", &self.listen),
             ("VERIFIER_ADMIN_LISTEN", &self.admin_listen),

@@ -15,7 +15,6 @@ use auth_core::server::{ConnectionLimits, ListenerMetrics};
 use auth_core::shutdown::{self, Shutdown};
 use auth_core::token::{TokenValidator, ValidatorSettings};
 use poem::{Endpoint, EndpointExt, IntoEndpoint, Response};
-use secrecy::ExposeSecret;
 
 use crate::cache::TokenCache;
 use crate::gate::{Gate, Revocations};
@@ -73,7 +72,7 @@ impl Verifier {
             RevocationMode::Index => {
                 let index = Arc::new(RevocationIndex::default());
                 let status = Arc::new(FollowerStatus::default());
-                let client = redis::Client::open(settings.redis_url.expose_secret()).context("REDIS_URL")?;
+                let client = settings.redis_client()?;
                 let follower = StreamFollower::new(client, redis_keys, index.clone(), status.clone());
                 readiness.add_check(IndexCheck {
                     status: status.clone(),
@@ -90,9 +89,8 @@ impl Verifier {
                 )
             }
             RevocationMode::Lookup => {
-                let redis =
-                    auth_core::redis::pool(settings.redis_url.expose_secret(), 16, settings.redis_timeout)
-                        .context("cannot create the Redis pool")?;
+                let redis = auth_core::redis::pool(&settings.redis_client()?, 16, settings.redis_timeout)
+                    .context("cannot create the Redis pool")?;
                 readiness.add_check(EpochCheck {
                     redis: redis.clone(),
                     keys: redis_keys.clone(),

@@ -7,7 +7,6 @@ use std::fmt::Write as _;
 
 use anyhow::Context;
 use auth_core::revocation::{RedisKeys, unix_now};
-use secrecy::ExposeSecret;
 
 use super::key_store::KeyStore;
 use crate::keys::rotation::{Change, ManagedRing, RotationPolicy};
@@ -85,7 +84,7 @@ pub async fn rotate(settings: &Settings) -> anyhow::Result<String> {
 /// Redis for every sidecar), and it leaves the ring and the JWKS at once.
 pub async fn revoke(settings: &Settings, kid: &str) -> anyhow::Result<String> {
     let db = crate::database::pool(settings.database_options()?, 2, settings.dependency_timeout);
-    let redis = auth_core::redis::pool(settings.redis_url.expose_secret(), 2, settings.dependency_timeout)?;
+    let redis = auth_core::redis::pool(&settings.redis_client()?, 2, settings.dependency_timeout)?;
     let published = prometheus::IntCounterVec::new(prometheus::Opts::new("unused", "unused"), &["kind"])?;
     let revoker = Revoker::new(
         db.clone(),

@@ -1,0 +1,167 @@
+//! TLS to every dependency, against real servers with TLS on: PostgreSQL (`ssl=on`, certificates
+//! the harness makes) and `redis-server --tls-port`, with a CA file and a client certificate. A
+//! wrong CA, a missing client certificate and a server without TLS are each refused with an error
+//! that says so, and never fall back to plain text.
+
+use std::time::Duration;
+
+use sqlx::Connection;
+
+use auth_core::redis::RedisTls;
+use platform_tests::command::run;
+use platform_tests::postgres::{PostgresServer, server};
+use platform_tests::process::free_port;
+use platform_tests::server::start;
+use platform_tests::tls::TestPki;
+use platform_tests::verifier::{start_verifier, verifier_settings};
+use platform_tests::{RedisServer, TestDatabase};
+
+fn redis_tls(pki: &TestPki, ca: &str, client_certificate: bool) -> RedisTls {
+    RedisTls {
+        ca_file: Some(pki.file(ca)),
+        client_cert_file: client_certificate.then(|| pki.file("client.pem")),
+        client_key_file: client_certificate.then(|| pki.file("client.key")),
+    }
+}
+
+/// `PING` over a fresh connection, or the connection's error in full.
+async fn ping(url: &str, tls: &RedisTls) -> Result<String, String> {
+    let client = auth_core::redis::client(url, tls).map_err(|error| format!("{error:#}"))?;
+    let attempt = async {
+        let mut connection = client
+            .get_multiplexed_async_connection()
+            .await
+            .map_err(|error| error.to_string())?;
+        redis::cmd("PING")
+            .query_async::<String>(&mut connection)
+            .await
+            .map_err(|error| error.to_string())
+    };
+    tokio::time::timeout(Duration::from_secs(10), attempt)
+        .await
+        .unwrap_or_else(|_| Err("no answer within 10 s".to_owned()))
+}
+
+#[tokio::test]
+async fn redis_over_tls_needs_the_right_ca_and_client_certificate_and_never_falls_back() {
+    let pki = TestPki::new();
+    let tls_port = free_port();
+    let redis = RedisServer::start_tls(&pki, tls_port, true);
+    let url = format!("rediss://127.0.0.1:{tls_port}/0");
+
+    assert_eq!(
+        ping(&url, &redis_tls(&pki, "ca.pem", true)).await,
+        Ok("PONG".to_owned())
+    );
+    let wrong_ca = ping(&url, &redis_tls(&pki, "other-ca.pem", true))
+        .await
+        .unwrap_err();
+    assert!(wrong_ca.contains("invalid peer certificate"), "{wrong_ca}");
+    let no_client_certificate = ping(&url, &redis_tls(&pki, "ca.pem", false)).await;
+    assert!(no_client_certificate.is_err(), "{no_client_certificate:?}");
+    let plain_text_to_tls = ping(&format!("redis://127.0.0.1:{tls_port}/0"), &RedisTls::default()).await;
+    assert!(plain_text_to_tls.is_err(), "{plain_text_to_tls:?}");
+    let tls_to_plain = ping(
+        &format!("rediss://127.0.0.1:{}/0", redis.port()),
+        &redis_tls(&pki, "ca.pem", true),
+    )
+    .await;
+    assert!(tls_to_plain.is_err(), "{tls_to_plain:?}");
+
+    let plain_url = auth_core::redis::client("redis://127.0.0.1:6379", &redis_tls(&pki, "ca.pem", false));
+    assert!(
+        plain_url.unwrap_err().to_string().contains("not rediss://"),
+        "TLS files with a plain URL are a misconfiguration, not a silent downgrade"
+    );
+    let half = RedisTls {
+        client_key_file: None,
+        ..redis_tls(&pki, "ca.pem", true)
+    };
+    assert!(auth_core::redis::client(&url, &half).is_err());
+}
+
+#[tokio::test]
+async fn postgres_over_tls_verifies_the_server_and_refuses_a_wrong_ca_or_a_plain_server() {
+    let pki = TestPki::new();
+    let postgres = PostgresServer::start_tls(&pki);
+    let verified = |ca: &str| {
+        format!(
+            "{}?sslmode=verify-full&sslrootcert={}",
+            postgres.url("postgres"),
+            pki.file(ca).display()
+        )
+    };
+    let migrated = run("migrator", &["up"], &[("DATABASE_URL", &verified("ca.pem"))]).await;
+    assert_eq!(migrated.code, 0, "{}", migrated.stderr);
+    let mut connection = sqlx::postgres::PgConnection::connect(&verified("ca.pem"))
+        .await
+        .unwrap();
+    let encrypted: bool = sqlx::query_scalar("SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()")
+        .fetch_one(&mut connection)
+        .await
+        .unwrap();
+    assert!(encrypted, "the connection is TLS");
+
+    let wrong_ca = run(
+        "migrator",
+        &["status"],
+        &[("DATABASE_URL", &verified("other-ca.pem"))],
+    )
+    .await;
+    assert_ne!(wrong_ca.code, 0);
+    assert!(
+        wrong_ca.stderr.contains("invalid peer certificate")
+            && !wrong_ca.stderr.contains("not reachable after"),
+        "refused at once, saying why: {}",
+        wrong_ca.stderr
+    );
+    let plain_server = format!(
+        "{}?sslmode=verify-full&sslrootcert={}",
+        server().url("postgres"),
+        pki.file("ca.pem").display()
+    );
+    let refused = run("migrator", &["status"], &[("DATABASE_URL", &plain_server)]).await;
+    assert_ne!(refused.code, 0);
+    assert!(
+        refused.stderr.to_lowercase().contains("tls"),
+        "{}",
+        refused.stderr
+    );
+}
+
+#[tokio::test]
+async fn the_server_and_the_sidecar_work_over_tls_to_both_dependencies() {
+    let pki = TestPki::new();
+    let postgres = PostgresServer::start_tls(&pki);
+    let database_url = format!(
+        "{}?sslmode=verify-full&sslrootcert={}",
+        postgres.url("postgres"),
+        pki.file("ca.pem").display()
+    );
+    let migrated = run("migrator", &["up"], &[("DATABASE_URL", &database_url)]).await;
+    assert_eq!(migrated.code, 0, "{}", migrated.stderr);
+    let tls_port = free_port();
+    let _redis = RedisServer::start_tls(&pki, tls_port, true);
+    let redis_url = format!("rediss://127.0.0.1:{tls_port}/0");
+    let db = TestDatabase {
+        name: "postgres".to_owned(),
+        url: database_url,
+    };
+    let server = start(db, &redis_url, |settings| {
+        settings.redis_tls = redis_tls(&pki, "ca.pem", true);
+    })
+    .await;
+    let mut settings = verifier_settings(&format!("{}/.well-known/jwks.json", server.url), &redis_url);
+    settings.redis_tls = redis_tls(&pki, "ca.pem", true);
+    let verifier = start_verifier(settings, true).await;
+
+    let user = server.new_user().await;
+    assert_eq!(verifier.verify(&user.access).await.status(), 200);
+    let logout = server
+        .post_auth("/api/auth/logout", &user.access, &serde_json::json!({}))
+        .await;
+    assert_eq!(logout.status(), 204);
+    verifier
+        .wait_for_status(&user.access, 401, Duration::from_secs(10))
+        .await;
+}
