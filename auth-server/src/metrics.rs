@@ -19,6 +19,8 @@ pub struct ServerMetrics {
     pub revocations: IntCounterVec,
     /// Full restores of the revocations into Redis, by trigger (`start`, `state_lost`, `redis_replaced`).
     pub revocation_restores: IntCounterVec,
+    /// Periodic re-checks of the revocations, by outcome (`ran`, or `skipped`: another replica's).
+    pub revocation_resyncs: IntCounterVec,
     /// Bearer tokens refused, by reason.
     pub token_rejections: IntCounterVec,
     /// Password hashes running or waiting.
@@ -102,6 +104,12 @@ impl ServerMetrics {
                 "revocation_restores_total",
                 "Full restores of the revocations into Redis by trigger",
                 ("trigger", &["start", "state_lost", "redis_replaced"]),
+            )?,
+            revocation_resyncs: counter(
+                registry,
+                "revocation_resyncs_total",
+                "Periodic re-checks of the revocations in Redis by outcome (one replica runs each)",
+                ("outcome", &["ran", "skipped"]),
             )?,
             token_rejections: counter(
                 registry,

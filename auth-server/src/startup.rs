@@ -249,6 +249,7 @@ impl Application {
             watch_interval: self.watch_interval,
             resync_interval: self.resync_interval,
             restores: self.state.metrics.revocation_restores.clone(),
+            resyncs: self.state.metrics.revocation_resyncs.clone(),
         }
         .spawn(shutdown.clone());
         self.outbox.spawn(shutdown.clone());

@@ -48,4 +48,9 @@ impl RedisKeys {
     pub fn epoch(&self) -> String {
         format!("{}:revocations:epoch", self.namespace)
     }
+
+    /// `{ns}:revocations:resync`: a lease held by the replica running the periodic re-check.
+    pub fn resync_lease(&self) -> String {
+        format!("{}:revocations:resync", self.namespace)
+    }
 }

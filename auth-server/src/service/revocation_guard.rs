@@ -22,6 +22,8 @@ pub struct RevocationGuard {
     pub resync_interval: Duration,
     /// Full restores by trigger (`start`, `state_lost`, `redis_replaced`).
     pub restores: IntCounterVec,
+    /// Periodic re-checks by outcome (`ran`, `skipped`).
+    pub resyncs: IntCounterVec,
 }
 
 /// What the guard remembers between looks.
@@ -78,6 +80,17 @@ impl RevocationGuard {
             Some(due) if Instant::now() >= due => "periodic",
             Some(_) => return Ok(()),
         };
+        // The periodic re-check reads every unexpired revocation: one replica of many runs it.
+        if trigger == "periodic" {
+            let lease = self.resync_interval.saturating_sub(self.watch_interval);
+            let claimed = self.revoker.claim_resync(lease.max(self.watch_interval)).await?;
+            let outcome = if claimed { "ran" } else { "skipped" };
+            self.resyncs.with_label_values(&[outcome]).inc();
+            if !claimed {
+                watch.next_resync = Some(Instant::now() + self.resync_interval);
+                return Ok(());
+            }
+        }
         let started = Instant::now();
         // Another process may hold less than the epoch it carries (a replica that had not caught
         // up, a restart from an older snapshot): that epoch is replaced, so readers reload.

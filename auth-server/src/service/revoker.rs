@@ -194,6 +194,20 @@ impl Revoker {
         Ok(missing.len())
     }
 
+    /// Claims the periodic re-check for `lease`; false when another replica holds it.
+    pub async fn claim_resync(&self, lease: Duration) -> anyhow::Result<bool> {
+        let mut conn = self.redis.get().await?;
+        let claimed: Option<String> = redis::cmd("SET")
+            .arg(self.keys.resync_lease())
+            .arg(1)
+            .arg("NX")
+            .arg("PX")
+            .arg(u64::try_from(lease.as_millis()).unwrap_or(u64::MAX))
+            .query_async(&mut *conn)
+            .await?;
+        Ok(claimed.is_some())
+    }
+
     /// The epoch and the identity of the Redis process, in one round trip.
     pub async fn observe(&self) -> anyhow::Result<RedisView> {
         let mut conn = self.redis.get().await?;

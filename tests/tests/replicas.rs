@@ -1,0 +1,137 @@
+//! Three auth-server replicas and two sidecars against one PostgreSQL and one Redis: a refresh
+//! token raced to two replicas yields one child, rate limits count across replicas, a logout at
+//! one replica is enforced by every sidecar, and the periodic revocation re-check runs once for
+//! all replicas, not once per replica.
+
+use std::time::Duration;
+
+use auth_server::rate_limit::RateLimit;
+use auth_server::settings::Settings;
+use platform_tests::keys::TestKeys;
+use platform_tests::server::{TestServer, start};
+use platform_tests::verifier::{start_verifier, verifier_settings};
+use platform_tests::{migrated_database, test_redis};
+use serde_json::{Value, json};
+
+/// Three replicas sharing a fresh database, a Redis database and their signing keys (as one
+/// Secret would give them), each with `customize` applied.
+async fn replicas(customize: impl Fn(&mut Settings)) -> Vec<TestServer> {
+    let (db, redis) = (migrated_database().await, test_redis());
+    let keys = TestKeys::new(jsonwebtoken::Algorithm::RS256);
+    let mut replicas = Vec::new();
+    for _ in 0..3 {
+        let replica = start(db.clone(), &redis.url, |settings| {
+            settings.keys_dir = Some(keys.dir());
+            customize(settings);
+        });
+        replicas.push(replica.await);
+    }
+    replicas
+}
+
+async fn refresh(replica: &TestServer, token: &str) -> Value {
+    let response = replica
+        .post("/api/auth/refresh", &json!({ "refresh_token": token }))
+        .await;
+    assert_eq!(response.status(), 200);
+    response.json().await.unwrap()
+}
+
+/// The value of the metric line starting with `series` on `replica`'s admin port.
+async fn metric(replica: &TestServer, series: &str) -> f64 {
+    let text = replica.metrics().await;
+    text.lines()
+        .find_map(|line| line.strip_prefix(series)?.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no {series} in the metrics"))
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_refresh_token_raced_to_two_replicas_yields_one_child() {
+    let replicas = replicas(|_| {}).await;
+    let user = replicas[0].new_user().await;
+    let (first, second) = tokio::join!(
+        refresh(&replicas[1], &user.refresh),
+        refresh(&replicas[2], &user.refresh)
+    );
+    assert_eq!(
+        first["tokens"]["refresh_token"], second["tokens"]["refresh_token"],
+        "one child, never a second branch"
+    );
+    let mut db = replicas[0].db.pool().await.acquire().await.unwrap();
+    let children: i64 = sqlx::query_scalar("SELECT count(*) FROM refresh_tokens WHERE parent_id IS NOT NULL")
+        .fetch_one(&mut *db)
+        .await
+        .unwrap();
+    assert_eq!(children, 1);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn rate_limits_count_across_replicas() {
+    let replicas = replicas(|settings| {
+        settings.rate_limits.login_per_ip = RateLimit::per(4, Duration::from_secs(60));
+        settings.lockout.threshold = 0;
+    })
+    .await;
+    let user = replicas[0].new_user().await;
+    let wrong = json!({ "email": user.email, "password": "not the password" });
+    let mut statuses = Vec::new();
+    for attempt in 0..6 {
+        let response = replicas[attempt % 3].post("/api/auth/login", &wrong).await;
+        statuses.push(response.status().as_u16());
+    }
+    assert_eq!(
+        statuses,
+        [401, 401, 401, 401, 429, 429],
+        "one budget, whichever replica is asked"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_logout_at_one_replica_is_enforced_by_every_sidecar() {
+    let replicas = replicas(|_| {}).await;
+    let jwks = format!("{}/.well-known/jwks.json", replicas[0].url);
+    let sidecars = [
+        start_verifier(verifier_settings(&jwks, &replicas[0].redis_url), true).await,
+        start_verifier(verifier_settings(&jwks, &replicas[0].redis_url), true).await,
+    ];
+    let user = replicas[1].new_user().await;
+    for sidecar in &sidecars {
+        assert_eq!(sidecar.verify(&user.access).await.status(), 200);
+    }
+    let logout = replicas[2]
+        .post_auth("/api/auth/logout", &user.access, &json!({}))
+        .await;
+    assert_eq!(logout.status(), 204);
+    for sidecar in &sidecars {
+        sidecar
+            .wait_for_status(&user.access, 401, Duration::from_secs(10))
+            .await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_periodic_revocation_recheck_runs_once_for_all_replicas() {
+    let interval = Duration::from_secs(1);
+    let replicas = replicas(|settings| {
+        settings.revocation_resync_interval = interval;
+        settings.revocation_watch_interval = Duration::from_millis(50);
+    })
+    .await;
+    // Long enough for each replica to find the re-check due three times or more.
+    tokio::time::sleep(interval * 4).await;
+    let (mut ran, mut skipped) = (0.0, 0.0);
+    for replica in &replicas {
+        ran += metric(replica, "auth_server_revocation_resyncs_total{outcome=\"ran\"}").await;
+        skipped += metric(
+            replica,
+            "auth_server_revocation_resyncs_total{outcome=\"skipped\"}",
+        )
+        .await;
+    }
+    assert!(ran >= 1.0, "the re-check ran");
+    assert!(
+        ran <= 5.0,
+        "one replica per interval ran it, not each of the three: ran {ran}, skipped {skipped}"
+    );
+    assert!(skipped >= ran, "the others skipped: ran {ran}, skipped {skipped}");
+}
