@@ -10,6 +10,7 @@ pub mod floods;
 pub mod keys;
 pub mod nginx;
 pub mod paths;
+pub mod pgbouncer;
 pub mod pods;
 pub mod postgres;
 pub mod process;

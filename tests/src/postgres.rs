@@ -166,7 +166,9 @@ fn server_bindir() -> PathBuf {
         .unwrap_or_else(|| panic!("PostgreSQL server binaries not found: {INSTALL_HINT}"))
 }
 
-fn as_postgres(root: bool, program: &Path) -> Command {
+/// `program` run as the `postgres` user when the tests run as root (PostgreSQL and PgBouncer refuse
+/// to run as root).
+pub(crate) fn as_postgres(root: bool, program: &Path) -> Command {
     if root {
         let mut command = Command::new("runuser");
         command.args(["-u", "postgres", "--"]).arg(program);

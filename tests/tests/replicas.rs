@@ -7,7 +7,9 @@ use std::time::Duration;
 
 use auth_server::rate_limit::RateLimit;
 use auth_server::settings::Settings;
+use platform_tests::TestDatabase;
 use platform_tests::keys::TestKeys;
+use platform_tests::pgbouncer::PgBouncer;
 use platform_tests::server::{TestServer, start};
 use platform_tests::verifier::{start_verifier, verifier_settings};
 use platform_tests::{migrated_database, test_redis};
@@ -134,4 +136,38 @@ async fn the_periodic_revocation_recheck_runs_once_for_all_replicas() {
         "one replica per interval ran it, not each of the three: ran {ran}, skipped {skipped}"
     );
     assert!(skipped >= ran, "the others skipped: ran {ran}, skipped {skipped}");
+}
+
+/// Two replicas through a real PgBouncer in session pooling, the schema migrated directly.
+/// (Transaction pooling needs PgBouncer 1.21's protocol-level prepared statements, see README.)
+#[tokio::test(flavor = "multi_thread")]
+async fn replicas_work_through_pgbouncer() {
+    let db = migrated_database().await;
+    let pgbouncer = PgBouncer::start("session");
+    let pooled = TestDatabase {
+        name: db.name.clone(),
+        url: pgbouncer.url(&db.name),
+    };
+    let redis = test_redis();
+    let keys = TestKeys::new(jsonwebtoken::Algorithm::RS256);
+    let mut replicas = Vec::new();
+    for _ in 0..2 {
+        let replica = start(pooled.clone(), &redis.url, |settings| {
+            settings.keys_dir = Some(keys.dir());
+        });
+        replicas.push(replica.await);
+    }
+    let users = futures_util::future::join_all((0..8).map(|i| replicas[i % 2].new_user())).await;
+    for (i, user) in users.iter().enumerate() {
+        let replica = &replicas[(i + 1) % 2];
+        let refreshed = refresh(replica, &user.refresh).await;
+        let access = refreshed["tokens"]["access_token"].as_str().unwrap();
+        assert_eq!(replica.get_auth("/api/auth/me", access).await.status(), 200);
+        let logout = replica.post_auth("/api/auth/logout", access, &json!({})).await;
+        assert_eq!(logout.status(), 204);
+        assert_eq!(
+            replicas[i % 2].get_auth("/api/auth/me", access).await.status(),
+            401
+        );
+    }
 }

@@ -1,5 +1,5 @@
 //! Deleting what no longer matters, in bounded batches, by one replica at a time (a PostgreSQL
-//! advisory lock held on one connection for the run): dead sessions' refresh-token chains,
+//! advisory lock held by a transaction open for the run): dead sessions' refresh-token chains,
 //! sessions too old to make their address known, used or expired single-use tokens, expired
 //! revocations, delivered mail, old known devices, and audit entries past their retention.
 
@@ -90,22 +90,22 @@ impl Cleanup {
         ]
     }
 
-    /// One run, unless another replica holds the lock.
+    /// One run, unless another replica holds the lock. The lock belongs to a transaction kept
+    /// open for the run (and released with it, however the run ends), so it also holds behind a
+    /// pooler that hands out server connections per transaction.
     pub async fn run_once(&self) -> Result<Report, sqlx::Error> {
-        let mut conn = self.db.acquire().await?;
-        let locked: bool = sqlx::query_scalar("SELECT pg_try_advisory_lock($1)")
+        let mut lock = self.db.begin().await?;
+        let locked: bool = sqlx::query_scalar("SELECT pg_try_advisory_xact_lock($1)")
             .bind(LOCK_KEY)
-            .fetch_one(&mut *conn)
+            .fetch_one(&mut *lock)
             .await?;
         if !locked {
             return Ok(None);
         }
-        let outcome = self.delete_all(&mut conn).await;
-        sqlx::query("SELECT pg_advisory_unlock($1)")
-            .bind(LOCK_KEY)
-            .execute(&mut *conn)
-            .await?;
-        outcome.map(Some)
+        let mut conn = self.db.acquire().await?;
+        let report = self.delete_all(&mut conn).await?;
+        lock.commit().await?;
+        Ok(Some(report))
     }
 
     async fn delete_all(
