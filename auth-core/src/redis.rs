@@ -27,11 +27,11 @@ pub fn validate_url(url: &str) -> Result<(), String> {
 #[serde(default, deny_unknown_fields)]
 pub struct RedisTls {
     /// PEM file of the CA certificate(s) the server's certificate must chain to.
-    pub ca_file: Option<PathBuf>,
+    pub ca_path: Option<PathBuf>,
     /// PEM file of this program's client certificate.
-    pub client_cert_file: Option<PathBuf>,
+    pub client_cert_path: Option<PathBuf>,
     /// PEM file of its private key.
-    pub client_key_file: Option<PathBuf>,
+    pub client_key_path: Option<PathBuf>,
 }
 
 /// The client for `url` with `tls`; the files are read now, so a missing one fails the start.
@@ -40,7 +40,7 @@ pub fn client(url: &str, tls: &RedisTls) -> anyhow::Result<redis::Client> {
     let info = url
         .into_connection_info()
         .map_err(|_| anyhow::anyhow!("not a valid Redis URL"))?;
-    let client_tls = match (&tls.client_cert_file, &tls.client_key_file) {
+    let client_tls = match (&tls.client_cert_path, &tls.client_key_path) {
         (Some(cert), Some(key)) => Some(ClientTlsConfig {
             client_cert: read(cert)?,
             client_key: read(key)?,
@@ -48,7 +48,7 @@ pub fn client(url: &str, tls: &RedisTls) -> anyhow::Result<redis::Client> {
         (None, None) => None,
         _ => anyhow::bail!("a client certificate needs both its certificate and its key file"),
     };
-    let root_cert = tls.ca_file.as_deref().map(read).transpose()?;
+    let root_cert = tls.ca_path.as_deref().map(read).transpose()?;
     if client_tls.is_none() && root_cert.is_none() {
         return Ok(redis::Client::open(info)?);
     }
@@ -82,8 +82,15 @@ pub fn pool(
         .build_unchecked(manager))
 }
 
-/// Readiness: Redis answers `PING`.
-pub struct RedisCheck(pub RedisPool);
+/// Readiness: Redis answers `PING`. When the pool has no connection to give at once, a direct
+/// attempt runs beside it and, if it fails first, names the cause (the pool would only say that
+/// it timed out): refused, a certificate that does not verify, a wrong password.
+pub struct RedisCheck {
+    /// The pool the program uses.
+    pub pool: RedisPool,
+    /// The client it was built from.
+    pub client: redis::Client,
+}
 
 impl ReadinessCheck for RedisCheck {
     fn name(&self) -> &'static str {
@@ -92,7 +99,17 @@ impl ReadinessCheck for RedisCheck {
 
     fn check(&self) -> BoxFuture<'_, Result<(), String>> {
         Box::pin(async move {
-            let mut conn = self.0.get().await.map_err(|error| error.to_string())?;
+            let failed = async {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                match self.client.get_multiplexed_async_connection().await {
+                    Err(cause) => cause.to_string(),
+                    Ok(_) => std::future::pending().await,
+                }
+            };
+            let mut conn = tokio::select! {
+                pooled = self.pool.get() => pooled.map_err(|error| error.to_string())?,
+                cause = failed => return Err(cause),
+            };
             redis::cmd("PING")
                 .query_async::<String>(&mut *conn)
                 .await

@@ -108,7 +108,7 @@ pub struct Settings {
     pub database_max_connections: u32,
     /// The Redis URL (`rediss://` for TLS; `user:password@` for an ACL user).
     pub redis_url: SecretString,
-    /// TLS to Redis: CA and client certificate files (`AUTH_REDIS_TLS__CA_FILE`, …).
+    /// TLS to Redis: CA and client certificate files (`AUTH_REDIS_TLS__CA_PATH`, …).
     pub redis_tls: auth_core::redis::RedisTls,
     /// Most connections the Redis pool opens.
     pub redis_max_connections: u32,

@@ -116,8 +116,9 @@ impl Application {
             settings.database_max_connections,
             settings.dependency_timeout,
         );
+        let redis_client = settings.redis_client()?;
         let redis = auth_core::redis::pool(
-            &settings.redis_client()?,
+            &redis_client,
             settings.redis_max_connections,
             settings.dependency_timeout,
         )
@@ -143,7 +144,10 @@ impl Application {
         let readiness = Readiness::default();
         readiness.add_check(DatabaseCheck(db.clone()));
         readiness.add_check(SchemaCheck(db.clone()));
-        readiness.add_check(RedisCheck(redis.clone()));
+        readiness.add_check(RedisCheck {
+            pool: redis.clone(),
+            client: redis_client,
+        });
         let restored = readiness.latch("revocations_restored");
 
         let redis_keys = RedisKeys::new(&settings.redis_namespace);

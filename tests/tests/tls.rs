@@ -12,15 +12,16 @@ use platform_tests::command::run;
 use platform_tests::postgres::{PostgresServer, server};
 use platform_tests::process::free_port;
 use platform_tests::server::start;
+use platform_tests::service::RunningService;
 use platform_tests::tls::TestPki;
 use platform_tests::verifier::{start_verifier, verifier_settings};
 use platform_tests::{RedisServer, TestDatabase};
 
 fn redis_tls(pki: &TestPki, ca: &str, client_certificate: bool) -> RedisTls {
     RedisTls {
-        ca_file: Some(pki.file(ca)),
-        client_cert_file: client_certificate.then(|| pki.file("client.pem")),
-        client_key_file: client_certificate.then(|| pki.file("client.key")),
+        ca_path: Some(pki.file(ca)),
+        client_cert_path: client_certificate.then(|| pki.file("client.pem")),
+        client_key_path: client_certificate.then(|| pki.file("client.key")),
     }
 }
 
@@ -74,7 +75,7 @@ async fn redis_over_tls_needs_the_right_ca_and_client_certificate_and_never_fall
         "TLS files with a plain URL are a misconfiguration, not a silent downgrade"
     );
     let half = RedisTls {
-        client_key_file: None,
+        client_key_path: None,
         ..redis_tls(&pki, "ca.pem", true)
     };
     assert!(auth_core::redis::client(&url, &half).is_err());
@@ -164,4 +165,36 @@ async fn the_server_and_the_sidecar_work_over_tls_to_both_dependencies() {
     verifier
         .wait_for_status(&user.access, 401, Duration::from_secs(10))
         .await;
+}
+
+#[tokio::test]
+async fn a_server_given_the_wrong_redis_ca_is_not_ready_and_says_why() {
+    let pki = TestPki::new();
+    let tls_port = free_port();
+    let _redis = RedisServer::start_tls(&pki, tls_port, false);
+    let db = platform_tests::migrated_database().await;
+    let redis_url = format!("rediss://127.0.0.1:{tls_port}/0");
+    let wrong_ca = pki.file("other-ca.pem").display().to_string();
+    let env = [
+        ("DATABASE_URL", db.url.as_str()),
+        ("REDIS_URL", redis_url.as_str()),
+        ("AUTH_LISTEN", "127.0.0.1:0"),
+        ("AUTH_REDIS_TLS__CA_PATH", wrong_ca.as_str()),
+    ];
+    let server = RunningService::start("auth-server", "AUTH_", &env).await;
+    let response = reqwest::get(format!("{}/health/ready", server.admin_url))
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 503);
+    let report = response.text().await.unwrap();
+    assert!(report.contains("invalid peer certificate"), "{report}");
+    server.terminate().await;
+
+    let missing = [
+        ("AUTH_REDIS_TLS__CA_PATH", "/nonexistent/ca.pem"),
+        ("AUTH_LISTEN", "127.0.0.1:0"),
+    ];
+    let refused = run("auth-server", &[], &[&env[..2], &missing[..]].concat()).await;
+    assert_eq!(refused.code, 64, "{}", refused.stderr);
+    assert!(refused.stderr.contains("AUTH_REDIS_TLS"), "{}", refused.stderr);
 }

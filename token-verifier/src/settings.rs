@@ -94,7 +94,7 @@ pub struct Settings {
     pub revocation_mode: RevocationMode,
     /// The Redis URL holding the revocation stream and keys (`rediss://` for TLS).
     pub redis_url: SecretString,
-    /// TLS to Redis: CA and client certificate files (`VERIFIER_REDIS_TLS__CA_FILE`, …).
+    /// TLS to Redis: CA and client certificate files (`VERIFIER_REDIS_TLS__CA_PATH`, …).
     pub redis_tls: auth_core::redis::RedisTls,
     /// The Redis key namespace.
     pub redis_namespace: String,

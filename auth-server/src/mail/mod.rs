@@ -42,7 +42,7 @@ pub struct MailSettings {
     /// Its password (`AUTH_MAIL__SMTP_PASSWORD_FILE` for a mounted Secret).
     pub smtp_password: Option<SecretString>,
     /// A PEM CA bundle the SMTP server's certificate must chain to (default: the system's).
-    pub smtp_ca_file: Option<PathBuf>,
+    pub smtp_ca_path: Option<PathBuf>,
     /// The sender, e.g. `Example <no-reply@example.com>`.
     pub from: String,
     /// The public base URL links point to (`{base}/reset-password?token=…`); never taken from a
@@ -74,7 +74,7 @@ impl Default for MailSettings {
             smtp_security: SmtpSecurity::Starttls,
             smtp_username: None,
             smtp_password: None,
-            smtp_ca_file: None,
+            smtp_ca_path: None,
             from: "Auth Platform <no-reply@localhost>".to_owned(),
             link_base_url: "http://localhost:8080".to_owned(),
             reset_token_ttl: Duration::from_secs(3600),

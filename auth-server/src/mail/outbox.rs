@@ -165,8 +165,12 @@ impl OutboxWorker {
         };
         let link = match token {
             Some((kind, lifetime)) => {
+                // Committed on its own before the mail leaves: whoever follows the link the moment
+                // it arrives must find the token. A send that fails leaves an unsent token behind,
+                // voided by the next attempt's.
                 let token = OpaqueToken::generate()?;
-                single_use::issue(conn, kind, user_id, &email, &token.hash(), seconds(lifetime)).await?;
+                let mut own = self.db.acquire().await?;
+                single_use::issue(&mut own, kind, user_id, &email, &token.hash(), seconds(lifetime)).await?;
                 settings.link(page, &token.encode())
             }
             None => settings.page(page),
@@ -211,21 +215,17 @@ impl OutboxWorker {
             Self::finish(&mut tx, row.id, "skipped").await?;
             "skipped"
         } else {
-            let mut savepoint = sqlx::Connection::begin(&mut *tx).await?;
-            match self.prepare(&mut savepoint, &row).await? {
+            match self.prepare(&mut tx, &row).await? {
                 None => {
-                    savepoint.rollback().await?;
                     Self::finish(&mut tx, row.id, "skipped").await?;
                     "skipped"
                 }
                 Some(message) => match self.mailer.send(message).await {
                     Ok(()) => {
-                        savepoint.commit().await?;
                         Self::finish(&mut tx, row.id, "sent").await?;
                         "sent"
                     }
                     Err(error) => {
-                        savepoint.rollback().await?;
                         tracing::warn!(kind = %row.kind, %error, "a mail could not be sent; it will be retried");
                         sqlx::query(
                             "UPDATE mail_outbox SET attempts = attempts + 1, last_error = $2, \

@@ -37,9 +37,9 @@ impl Mailer {
         };
         let tls = || -> anyhow::Result<TlsParameters> {
             let mut parameters = TlsParameters::builder(host.clone());
-            if let Some(path) = &settings.smtp_ca_file {
+            if let Some(path) = &settings.smtp_ca_path {
                 let pem = std::fs::read(path).map_err(|error| {
-                    anyhow::anyhow!("AUTH_MAIL__SMTP_CA_FILE {}: {error}", path.display())
+                    anyhow::anyhow!("AUTH_MAIL__SMTP_CA_PATH {}: {error}", path.display())
                 })?;
                 parameters = parameters.add_root_certificate(Certificate::from_pem(&pem)?);
             }
