@@ -3,7 +3,8 @@
 
 use std::path::{Path, PathBuf};
 
-use auth_server::cluster::webhook::certificate::issue;
+use auth_core::server::{ConnectionLimits, ListenerMetrics, TlsAcceptor};
+use auth_server::cluster::webhook::certificate::{ServingCertificate, issue};
 
 /// PEM files in a temporary directory, readable by the `postgres` user.
 pub struct TestPki {
@@ -50,6 +51,41 @@ impl TestPki {
     /// The directory.
     pub fn dir(&self) -> &Path {
         self.dir.path()
+    }
+
+    /// Serves `endpoint` over HTTPS with the server certificate on a free loopback port, until the
+    /// test process ends; returns the port.
+    pub async fn serve_https(
+        &self,
+        endpoint: impl poem::IntoEndpoint<Endpoint: 'static> + Send + 'static,
+    ) -> u16 {
+        let serving = std::sync::Arc::new(ServingCertificate::default());
+        let read = |name: &str| std::fs::read(self.file(name)).expect("the PKI's files exist");
+        serving
+            .install(&read("server.pem"), &read("server.key"))
+            .expect("the certificate installs");
+        let provider = std::sync::Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+        let config = rustls::ServerConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .expect("TLS 1.2 and 1.3")
+            .with_no_client_auth()
+            .with_cert_resolver(serving);
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("a free port");
+        let port = listener.local_addr().expect("a bound address").port();
+        let registry = prometheus::Registry::new();
+        let [metrics] = ListenerMetrics::register(&registry, ["https"]).expect("fresh metrics");
+        tokio::spawn(auth_core::server::serve_tls(
+            listener,
+            TlsAcceptor::from(std::sync::Arc::new(config)),
+            endpoint,
+            ConnectionLimits::default(),
+            metrics,
+            std::future::pending(),
+            None,
+        ));
+        port
     }
 }
 

@@ -198,3 +198,52 @@ async fn a_server_given_the_wrong_redis_ca_is_not_ready_and_says_why() {
     assert_eq!(refused.code, 64, "{}", refused.stderr);
     assert!(refused.stderr.contains("AUTH_REDIS_TLS"), "{}", refused.stderr);
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_sidecar_fetches_keys_and_reaches_its_app_over_https_trusting_only_its_ca() {
+    use poem::endpoint::make_sync;
+    let pki = TestPki::new();
+    let server = platform_tests::server::spawn_server().await;
+    let jwks = server.get_text("/.well-known/jwks.json").await;
+    let port = pki
+        .serve_https(
+            poem::Route::new()
+                .at("/jwks.json", make_sync(move |_| jwks.clone()))
+                .at("/*path", make_sync(|_| "the app over https")),
+        )
+        .await;
+    let user = server.new_user().await;
+    let sidecar = |ca: &str| {
+        let mut settings =
+            verifier_settings(&format!("https://localhost:{port}/jwks.json"), &server.redis_url);
+        settings.ca_path = Some(pki.file(ca));
+        settings.upstream = Some(format!("https://127.0.0.1:{port}"));
+        settings
+    };
+
+    let verifier = start_verifier(sidecar("ca.pem"), true).await;
+    let answer = verifier
+        .client
+        .get(format!("{}/orders", verifier.url))
+        .bearer_auth(&user.access)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(answer.status(), 200);
+    assert_eq!(answer.text().await.unwrap(), "the app over https");
+
+    let distrusting = start_verifier(sidecar("other-ca.pem"), false).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let refused = distrusting
+        .client
+        .get(format!("{}/orders", distrusting.url))
+        .bearer_auth(&user.access)
+        .send()
+        .await
+        .unwrap();
+    assert!(
+        matches!(refused.status().as_u16(), 401 | 503),
+        "no keys from a server it cannot verify, so nothing passes: {}",
+        refused.status()
+    );
+}

@@ -34,12 +34,14 @@ pub struct Proxy {
     gate: Arc<Gate>,
     client: HttpClient,
     upstream: uri::Authority,
+    scheme: uri::Scheme,
 }
 
 impl Proxy {
-    /// A proxy to `upstream` (`http://host:port`).
+    /// A proxy to `upstream` (`http://host:port` or `https://host:port`).
     pub fn new(gate: Arc<Gate>, client: HttpClient, upstream: &str) -> anyhow::Result<Self> {
         let uri: Uri = upstream.parse()?;
+        let scheme = uri.scheme().cloned().unwrap_or(uri::Scheme::HTTP);
         let upstream = uri
             .authority()
             .cloned()
@@ -48,6 +50,7 @@ impl Proxy {
             gate,
             client,
             upstream,
+            scheme,
         })
     }
 
@@ -70,7 +73,7 @@ impl Proxy {
             None => path.spelling.clone(),
         };
         let target = Uri::builder()
-            .scheme("http")
+            .scheme(self.scheme.clone())
             .authority(self.upstream.clone())
             .path_and_query(path_and_query)
             .build();

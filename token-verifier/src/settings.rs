@@ -50,6 +50,9 @@ pub struct Settings {
     pub listen: String,
     /// Where `/metrics` and the health probes listen.
     pub admin_listen: String,
+    /// PEM CA certificates that `https://` key and upstream URLs are verified against (default:
+    /// the system's roots).
+    pub ca_path: Option<PathBuf>,
     /// With an upstream (`http://127.0.0.1:3000`) the verifier is a reverse proxy in front of it;
     /// without, it answers forward-auth requests on `/verify`.
     pub upstream: Option<String>,
@@ -130,6 +133,7 @@ impl Default for Settings {
             listen: "0.0.0.0:8181".to_owned(),
             admin_listen: "0.0.0.0:9191".to_owned(),
             upstream: None,
+            ca_path: None,
             public_paths: Vec::new(),
             rules: Vec::new(),
             case_sensitive_paths: false,
@@ -165,11 +169,8 @@ impl Default for Settings {
 
 fn http_url(name: &str, url: &str) -> Result<(), SettingsError> {
     match url.parse::<hyper::Uri>() {
-        Ok(uri) if uri.scheme_str() == Some("http") && uri.host().is_some() => Ok(()),
-        _ => Err(SettingsError::new(
-            name,
-            "expected an http:// URL (in-cluster plain HTTP; mount a file or use a mesh for TLS)",
-        )),
+        Ok(uri) if matches!(uri.scheme_str(), Some("http" | "https")) && uri.host().is_some() => Ok(()),
+        _ => Err(SettingsError::new(name, "expected an http:// or https:// URL")),
     }
 }
 
@@ -204,6 +205,8 @@ impl Validate for Settings {
                 ));
             }
         }
+        crate::http_client::tls_config(self.ca_path.as_deref())
+            .map_err(|error| SettingsError::new("VERIFIER_CA_PATH", format!("{error:#}")))?;
         if let Some(upstream) = &self.upstream {
             http_url("VERIFIER_UPSTREAM", upstream)?;
         }

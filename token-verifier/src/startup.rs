@@ -18,7 +18,7 @@ use poem::{Endpoint, EndpointExt, IntoEndpoint, Response};
 
 use crate::cache::TokenCache;
 use crate::gate::{Gate, Revocations};
-use crate::http_client::http_client;
+use crate::http_client::{http_client, tls_config};
 use crate::keys::{KeySource, KeyStore};
 use crate::metrics::VerifierMetrics;
 use crate::proxy::Proxy;
@@ -49,7 +49,7 @@ impl Verifier {
         let registry = auth_core::metrics::new_registry("verifier");
         let metrics = VerifierMetrics::register(&registry)?;
         let readiness = Readiness::default();
-        let client = http_client();
+        let client = http_client(tls_config(settings.ca_path.as_deref())?);
 
         let source = match (&settings.jwks_url, &settings.jwks_path) {
             (Some(url), _) => KeySource::Url {
