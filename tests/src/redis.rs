@@ -52,6 +52,10 @@ pub fn test_redis() -> TestRedis {
 impl RedisServer {
     /// Starts a dedicated server (stopped when dropped, and in any case when the process ends).
     pub fn start() -> Self {
+        Self::start_with(Vec::new())
+    }
+
+    fn start_with(tls: Vec<String>) -> Self {
         let dir = tempfile::Builder::new()
             .prefix("auth-platform-redis-")
             .tempdir()
@@ -61,7 +65,7 @@ impl RedisServer {
             port: free_port(),
             dir,
             child: None,
-            tls: Vec::new(),
+            tls,
         };
         server.launch();
         server
@@ -71,9 +75,8 @@ impl RedisServer {
     /// certificate, requiring a client certificate from its CA when `client_certificates`. (The
     /// plain port stays open for the harness's own readiness check.)
     pub fn start_tls(pki: &crate::tls::TestPki, tls_port: u16, client_certificates: bool) -> Self {
-        let mut server = Self::start();
         let path = |name: &str| pki.file(name).display().to_string();
-        server.tls = vec![
+        Self::start_with(vec![
             "--tls-port".to_owned(),
             tls_port.to_string(),
             "--tls-cert-file".to_owned(),
@@ -84,9 +87,7 @@ impl RedisServer {
             path("ca.pem"),
             "--tls-auth-clients".to_owned(),
             if client_certificates { "yes" } else { "no" }.to_owned(),
-        ];
-        server.restart();
-        server
+        ])
     }
 
     fn launch(&mut self) {

@@ -15,13 +15,19 @@ use platform_tests::verifier::{start_verifier, verifier_settings};
 use platform_tests::{migrated_database, test_redis};
 use serde_json::{Value, json};
 
-/// Three replicas sharing a fresh database, a Redis database and their signing keys (as one
-/// Secret would give them), each with `customize` applied.
+/// Three replicas sharing a fresh database, a Redis database and their signing keys, each with
+/// `customize` applied.
 async fn replicas(customize: impl Fn(&mut Settings)) -> Vec<TestServer> {
-    let (db, redis) = (migrated_database().await, test_redis());
+    replicas_on(&migrated_database().await, 3, customize).await
+}
+
+/// `count` replicas on `db`, sharing a fresh Redis database and their signing keys (as one
+/// Secret would give them), each with `customize` applied.
+async fn replicas_on(db: &TestDatabase, count: usize, customize: impl Fn(&mut Settings)) -> Vec<TestServer> {
+    let redis = test_redis();
     let keys = TestKeys::new(jsonwebtoken::Algorithm::RS256);
     let mut replicas = Vec::new();
-    for _ in 0..3 {
+    for _ in 0..count {
         let replica = start(db.clone(), &redis.url, |settings| {
             settings.keys_dir = Some(keys.dir());
             customize(settings);
@@ -148,15 +154,7 @@ async fn replicas_work_through_pgbouncer() {
         name: db.name.clone(),
         url: pgbouncer.url(&db.name),
     };
-    let redis = test_redis();
-    let keys = TestKeys::new(jsonwebtoken::Algorithm::RS256);
-    let mut replicas = Vec::new();
-    for _ in 0..2 {
-        let replica = start(pooled.clone(), &redis.url, |settings| {
-            settings.keys_dir = Some(keys.dir());
-        });
-        replicas.push(replica.await);
-    }
+    let replicas = replicas_on(&pooled, 2, |_| {}).await;
     let users = futures_util::future::join_all((0..8).map(|i| replicas[i % 2].new_user())).await;
     for (i, user) in users.iter().enumerate() {
         let replica = &replicas[(i + 1) % 2];

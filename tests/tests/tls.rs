@@ -17,6 +17,11 @@ use platform_tests::tls::TestPki;
 use platform_tests::verifier::{start_verifier, verifier_settings};
 use platform_tests::{RedisServer, TestDatabase};
 
+/// `url` with TLS required and the server verified against `ca` (chain and host name).
+fn verify_full(url: &str, ca: &std::path::Path) -> String {
+    format!("{url}?sslmode=verify-full&sslrootcert={}", ca.display())
+}
+
 fn redis_tls(pki: &TestPki, ca: &str, client_certificate: bool) -> RedisTls {
     RedisTls {
         ca_path: Some(pki.file(ca)),
@@ -85,13 +90,7 @@ async fn redis_over_tls_needs_the_right_ca_and_client_certificate_and_never_fall
 async fn postgres_over_tls_verifies_the_server_and_refuses_a_wrong_ca_or_a_plain_server() {
     let pki = TestPki::new();
     let postgres = PostgresServer::start_tls(&pki);
-    let verified = |ca: &str| {
-        format!(
-            "{}?sslmode=verify-full&sslrootcert={}",
-            postgres.url("postgres"),
-            pki.file(ca).display()
-        )
-    };
+    let verified = |ca: &str| verify_full(&postgres.url("postgres"), &pki.file(ca));
     let migrated = run("migrator", &["up"], &[("DATABASE_URL", &verified("ca.pem"))]).await;
     assert_eq!(migrated.code, 0, "{}", migrated.stderr);
     let mut connection = sqlx::postgres::PgConnection::connect(&verified("ca.pem"))
@@ -116,11 +115,7 @@ async fn postgres_over_tls_verifies_the_server_and_refuses_a_wrong_ca_or_a_plain
         "refused at once, saying why: {}",
         wrong_ca.stderr
     );
-    let plain_server = format!(
-        "{}?sslmode=verify-full&sslrootcert={}",
-        server().url("postgres"),
-        pki.file("ca.pem").display()
-    );
+    let plain_server = verify_full(&server().url("postgres"), &pki.file("ca.pem"));
     let refused = run("migrator", &["status"], &[("DATABASE_URL", &plain_server)]).await;
     assert_ne!(refused.code, 0);
     assert!(
@@ -134,11 +129,7 @@ async fn postgres_over_tls_verifies_the_server_and_refuses_a_wrong_ca_or_a_plain
 async fn the_server_and_the_sidecar_work_over_tls_to_both_dependencies() {
     let pki = TestPki::new();
     let postgres = PostgresServer::start_tls(&pki);
-    let database_url = format!(
-        "{}?sslmode=verify-full&sslrootcert={}",
-        postgres.url("postgres"),
-        pki.file("ca.pem").display()
-    );
+    let database_url = verify_full(&postgres.url("postgres"), &pki.file("ca.pem"));
     let migrated = run("migrator", &["up"], &[("DATABASE_URL", &database_url)]).await;
     assert_eq!(migrated.code, 0, "{}", migrated.stderr);
     let tls_port = free_port();
