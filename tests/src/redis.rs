@@ -129,6 +129,22 @@ impl RedisServer {
         }
     }
 
+    /// Freezes the server (SIGSTOP): connections stay open and nothing answers.
+    pub fn freeze(&self) {
+        self.signal("-STOP");
+    }
+
+    /// Lets a frozen server run again (SIGCONT).
+    pub fn thaw(&self) {
+        self.signal("-CONT");
+    }
+
+    fn signal(&self, signal: &str) {
+        let pid = self.child.as_ref().expect("the server runs").id();
+        let status = Command::new("kill").args([signal, &pid.to_string()]).status();
+        assert!(status.is_ok_and(|status| status.success()), "kill {signal} {pid}");
+    }
+
     /// Starts the server again on the same port, empty (it never persists).
     pub fn restart(&mut self) {
         self.kill();
