@@ -84,8 +84,7 @@ async fn finish(
     tx: sqlx::Transaction<'_, sqlx::Postgres>,
     (ended, revocations): (Vec<Uuid>, Vec<Revocation>),
 ) -> Result<(), ApiError> {
-    tx.commit().await?;
-    state.revoker.publish_or_retry(&revocations).await;
+    state.revoker.publish_then_commit(tx, &revocations).await?;
     forget_sessions(state, &ended).await;
     Ok(())
 }

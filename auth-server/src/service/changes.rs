@@ -78,8 +78,7 @@ pub async fn change_password(
     )
     .await?;
     let user = users::find(&mut *tx, user.id).await?.ok_or(ApiError::BadToken)?;
-    tx.commit().await?;
-    state.revoker.publish_or_retry(&revocations).await;
+    state.revoker.publish_then_commit(tx, &revocations).await?;
     forget_sessions(state, &ended).await;
     finish_session(state, user, session, "password_change").await
 }
@@ -128,8 +127,7 @@ pub async fn delete_account(
         },
     )
     .await?;
-    tx.commit().await?;
-    state.revoker.publish_or_retry(&revocations).await;
+    state.revoker.publish_then_commit(tx, &revocations).await?;
     forget_sessions(state, &ended).await;
     Ok(())
 }

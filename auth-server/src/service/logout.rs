@@ -99,8 +99,7 @@ pub async fn end_sessions(
         },
     )
     .await?;
-    tx.commit().await?;
-    state.revoker.publish_or_retry(&revocations).await;
+    state.revoker.publish_then_commit(tx, &revocations).await?;
     forget_sessions(state, &ended).await;
     Ok(ended)
 }

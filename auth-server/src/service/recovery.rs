@@ -136,8 +136,7 @@ pub async fn reset_password(
         },
     )
     .await?;
-    tx.commit().await?;
-    state.revoker.publish_or_retry(&revocations).await;
+    state.revoker.publish_then_commit(tx, &revocations).await?;
     forget_sessions(state, &ended).await;
     Ok(())
 }

@@ -91,10 +91,23 @@ impl Revoker {
         Ok(())
     }
 
-    /// Publishes committed revocations to Redis. They are durable already, so if Redis is down the
-    /// request still succeeds: they are retried in the background until Redis is back (sidecars
-    /// fail closed meanwhile, so nothing revoked is accepted), and the periodic re-sync covers a
-    /// restart in between.
+    /// Publishes `revocations`, then commits `tx` that records them: an operation that answers
+    /// "done" is one every sidecar can already know about. When Redis cannot take them, nothing is
+    /// committed and the caller answers 503 (a Redis that comes back with its epoch intact, after
+    /// a freeze or a partition, would otherwise be trusted before a later publish reached it).
+    pub async fn publish_then_commit(
+        &self,
+        tx: sqlx::Transaction<'_, sqlx::Postgres>,
+        revocations: &[Revocation],
+    ) -> Result<(), ApiError> {
+        self.publish(revocations).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Publishes committed revocations now or, when Redis cannot take them, retries in the
+    /// background (for revocations the server makes on its own, answering no client's request;
+    /// the periodic re-check covers a restart in between).
     pub async fn publish_or_retry(&self, revocations: &[Revocation]) {
         if let Err(error) = self.publish(revocations).await {
             tracing::warn!(error = %error, "cannot publish revocations now; retrying in the background");
