@@ -137,6 +137,11 @@ impl TestServer {
             .expect("request sent")
     }
 
+    /// `POST /api/auth/logout` with `token`.
+    pub async fn logout(&self, token: &str) -> Response {
+        self.post_auth("/api/auth/logout", token, &json!({})).await
+    }
+
     /// `GET` with a bearer token.
     pub async fn get_auth(&self, path: &str, token: &str) -> Response {
         self.client

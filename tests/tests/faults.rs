@@ -26,20 +26,14 @@ async fn a_frozen_redis_is_a_503_never_a_hang_nor_an_accepted_revoked_token_and_
     let verifier = start_verifier(verifier_settings(&jwks, &redis.url(0)), true).await;
     let user = server.new_user().await;
     let (revoked, kept) = (server.login(&user).await, server.login(&user).await);
-    let logout = server
-        .post_auth("/api/auth/logout", &revoked.access, &json!({}))
-        .await;
+    let logout = server.logout(&revoked.access).await;
     assert_eq!(logout.status(), 204);
     verifier.wait_for_status(&revoked.access, 401, HANG).await;
 
     // SIGSTOP: connections stay open and nothing answers, longer than every timeout.
     redis.freeze();
     let frozen = Instant::now();
-    let refused = answered(
-        "logout",
-        server.post_auth("/api/auth/logout", &kept.access, &json!({})),
-    )
-    .await;
+    let refused = answered("logout", server.logout(&kept.access)).await;
     assert_eq!(refused.status(), 503, "not done, so not acknowledged");
     assert!(refused.headers().contains_key("retry-after"));
     let login = answered(
@@ -79,9 +73,7 @@ async fn a_frozen_redis_is_a_503_never_a_hang_nor_an_accepted_revoked_token_and_
         !answers.contains(&200),
         "the token revoked before the freeze stays refused"
     );
-    let logout = server
-        .post_auth("/api/auth/logout", &kept.access, &json!({}))
-        .await;
+    let logout = server.logout(&kept.access).await;
     assert_eq!(
         logout.status(),
         204,

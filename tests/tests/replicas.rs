@@ -106,9 +106,7 @@ async fn a_logout_at_one_replica_is_enforced_by_every_sidecar() {
     for sidecar in &sidecars {
         assert_eq!(sidecar.verify(&user.access).await.status(), 200);
     }
-    let logout = replicas[2]
-        .post_auth("/api/auth/logout", &user.access, &json!({}))
-        .await;
+    let logout = replicas[2].logout(&user.access).await;
     assert_eq!(logout.status(), 204);
     for sidecar in &sidecars {
         sidecar
@@ -161,7 +159,7 @@ async fn replicas_work_through_pgbouncer() {
         let refreshed = refresh(replica, &user.refresh).await;
         let access = refreshed["tokens"]["access_token"].as_str().unwrap();
         assert_eq!(replica.get_auth("/api/auth/me", access).await.status(), 200);
-        let logout = replica.post_auth("/api/auth/logout", access, &json!({})).await;
+        let logout = replica.logout(access).await;
         assert_eq!(logout.status(), 204);
         assert_eq!(
             replicas[i % 2].get_auth("/api/auth/me", access).await.status(),

@@ -14,7 +14,7 @@ use platform_tests::process::free_port;
 use platform_tests::server::start;
 use platform_tests::service::RunningService;
 use platform_tests::tls::TestPki;
-use platform_tests::verifier::{start_verifier, verifier_settings};
+use platform_tests::verifier::{TestVerifier, start_verifier, verifier_settings};
 use platform_tests::{RedisServer, TestDatabase};
 
 /// `url` with TLS required and the server verified against `ca` (chain and host name).
@@ -149,9 +149,7 @@ async fn the_server_and_the_sidecar_work_over_tls_to_both_dependencies() {
 
     let user = server.new_user().await;
     assert_eq!(verifier.verify(&user.access).await.status(), 200);
-    let logout = server
-        .post_auth("/api/auth/logout", &user.access, &serde_json::json!({}))
-        .await;
+    let logout = server.logout(&user.access).await;
     assert_eq!(logout.status(), 204);
     verifier
         .wait_for_status(&user.access, 401, Duration::from_secs(10))
@@ -212,26 +210,21 @@ async fn the_sidecar_fetches_keys_and_reaches_its_app_over_https_trusting_only_i
         settings
     };
 
+    let orders = |verifier: &TestVerifier| {
+        verifier
+            .client
+            .get(format!("{}/orders", verifier.url))
+            .bearer_auth(&user.access)
+            .send()
+    };
     let verifier = start_verifier(sidecar("ca.pem"), true).await;
-    let answer = verifier
-        .client
-        .get(format!("{}/orders", verifier.url))
-        .bearer_auth(&user.access)
-        .send()
-        .await
-        .unwrap();
+    let answer = orders(&verifier).await.unwrap();
     assert_eq!(answer.status(), 200);
     assert_eq!(answer.text().await.unwrap(), "the app over https");
 
     let distrusting = start_verifier(sidecar("other-ca.pem"), false).await;
     tokio::time::sleep(Duration::from_millis(500)).await;
-    let refused = distrusting
-        .client
-        .get(format!("{}/orders", distrusting.url))
-        .bearer_auth(&user.access)
-        .send()
-        .await
-        .unwrap();
+    let refused = orders(&distrusting).await.unwrap();
     assert!(
         matches!(refused.status().as_u16(), 401 | 503),
         "no keys from a server it cannot verify, so nothing passes: {}",

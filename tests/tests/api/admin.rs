@@ -4,7 +4,7 @@ use platform_tests::command::run;
 use platform_tests::server::{TestServer, TestUser, spawn_server};
 use serde_json::{Value, json};
 
-use crate::support::{db, fields, json, problem};
+use crate::support::{db, fields, json, login_status, problem};
 
 const PASSWORD: &str = "correct horse battery staple";
 
@@ -78,17 +78,6 @@ async fn get(server: &TestServer, path: &str, token: &str) -> Value {
 
 async fn post(server: &TestServer, path: &str, token: &str, body: Value) -> reqwest::Response {
     call(server, reqwest::Method::POST, path, Some(token), Some(body)).await
-}
-
-async fn login_status(server: &TestServer, email: &str, password: &str) -> u16 {
-    server
-        .post(
-            "/api/auth/login",
-            &json!({ "email": email, "password": password }),
-        )
-        .await
-        .status()
-        .as_u16()
 }
 
 #[tokio::test]

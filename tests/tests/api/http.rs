@@ -261,9 +261,7 @@ async fn redis_down_means_503_where_it_is_needed_never_a_panic_and_service_resum
     // Bearer checks fall back to the durable revocations in PostgreSQL.
     assert_eq!(server.get_auth("/api/auth/me", &user.access).await.status(), 200);
     // A logout is done only once every sidecar can know it: without Redis, nothing changes.
-    let logout = server
-        .post_auth("/api/auth/logout", &other.access, &json!({}))
-        .await;
+    let logout = server.logout(&other.access).await;
     assert_eq!(logout.headers()["retry-after"], "1");
     problem(logout, 503).await;
     assert_eq!(server.get_auth("/api/auth/me", &other.access).await.status(), 200);
@@ -271,9 +269,7 @@ async fn redis_down_means_503_where_it_is_needed_never_a_panic_and_service_resum
     redis.restart();
     server.wait_until_ready().await;
     json(server.post("/api/auth/login", &credentials).await, 200).await;
-    let logout = server
-        .post_auth("/api/auth/logout", &other.access, &json!({}))
-        .await;
+    let logout = server.logout(&other.access).await;
     assert_eq!(logout.status(), 204);
     problem(server.get_auth("/api/auth/me", &other.access).await, 401).await;
     // Answered only once published.

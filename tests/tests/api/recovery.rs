@@ -7,7 +7,7 @@ use platform_tests::server::{TestServer, spawn_server_with};
 use platform_tests::smtp::{Mail, SmtpServer};
 use serde_json::{Value, json};
 
-use crate::support::{audit_events, db, fields, json, problem, verified};
+use crate::support::{audit_events, db, fields, json, login_status, problem, verified};
 
 const WITHIN: Duration = Duration::from_secs(20);
 const NEW_PASSWORD: &str = "a brand new passphrase";
@@ -65,17 +65,6 @@ async fn reset(server: &TestServer, token: &str, password: &str) -> reqwest::Res
             &json!({ "token": token, "new_password": password }),
         )
         .await
-}
-
-async fn login_status(server: &TestServer, email: &str, password: &str) -> u16 {
-    server
-        .post(
-            "/api/auth/login",
-            &json!({ "email": email, "password": password }),
-        )
-        .await
-        .status()
-        .as_u16()
 }
 
 async fn outbox_outcomes(server: &TestServer) -> Vec<(String, Option<String>)> {

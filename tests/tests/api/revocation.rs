@@ -189,7 +189,7 @@ async fn the_refresh_token_can_live_in_an_http_only_cookie() {
     );
     let body = json(refreshed, 200).await;
     let access = body["tokens"]["access_token"].as_str().unwrap();
-    let logout = server.post_auth("/api/auth/logout", access, &json!({})).await;
+    let logout = server.logout(access).await;
     assert_eq!(logout.status(), 204);
     assert!(
         logout.headers()["set-cookie"]
@@ -206,13 +206,7 @@ async fn logout_revokes_this_token_and_session_everywhere() {
     let other = server.login(&user).await;
     assert_eq!(revoked_by(&server, &user.access).await, LookupOutcome::Clear);
 
-    assert_eq!(
-        server
-            .post_auth("/api/auth/logout", &user.access, &json!({}))
-            .await
-            .status(),
-        204
-    );
+    assert_eq!(server.logout(&user.access).await.status(), 204);
     problem(server.get_auth("/api/auth/me", &user.access).await, 401).await;
     assert_eq!(
         revoked_by(&server, &user.access).await,
@@ -309,13 +303,7 @@ async fn logout_all_revokes_every_session_and_token_of_the_user() {
 async fn revoke_and_flush(server: &TestServer) -> (TestUser, TestUser) {
     let logged_out = server.new_user().await;
     let everywhere = server.new_user().await;
-    assert_eq!(
-        server
-            .post_auth("/api/auth/logout", &logged_out.access, &json!({}))
-            .await
-            .status(),
-        204
-    );
+    assert_eq!(server.logout(&logged_out.access).await.status(), 204);
     assert_eq!(
         server
             .post_auth("/api/auth/logout-all", &everywhere.access, &json!({}))

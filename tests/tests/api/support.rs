@@ -2,7 +2,7 @@
 
 use platform_tests::server::TestServer;
 use reqwest::Response;
-use serde_json::Value;
+use serde_json::{Value, json};
 use sqlx::{Connection, PgConnection};
 
 /// Asserts a problem+json response with `status`, returning the body.
@@ -84,4 +84,16 @@ pub async fn verified(server: &TestServer, token: &str) -> auth_core::token::Ver
     })
     .validate(token, &keys)
     .unwrap()
+}
+
+/// The status of a login as `email` with `password`.
+pub async fn login_status(server: &TestServer, email: &str, password: &str) -> u16 {
+    server
+        .post(
+            "/api/auth/login",
+            &json!({ "email": email, "password": password }),
+        )
+        .await
+        .status()
+        .as_u16()
 }

@@ -12,7 +12,6 @@ use platform_tests::keys::TestKeys;
 use platform_tests::server::{TestServer, TestUser, start};
 use platform_tests::verifier::{TestVerifier, start_verifier};
 use platform_tests::{RedisServer, migrated_database, test_redis};
-use serde_json::json;
 use token_verifier::settings::RevocationMode;
 
 use crate::support::settings_for;
@@ -28,9 +27,7 @@ async fn flush(server: &TestServer) {
 
 async fn logged_out(server: &TestServer) -> TestUser {
     let user = server.new_user().await;
-    let response = server
-        .post_auth("/api/auth/logout", &user.access, &json!({}))
-        .await;
+    let response = server.logout(&user.access).await;
     assert_eq!(response.status(), 204);
     user
 }

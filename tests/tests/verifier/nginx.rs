@@ -70,9 +70,7 @@ async fn nginx_auth_request_passes_the_identity_and_never_a_forged_one() {
     let anonymous = client.get(&url).send().await.unwrap();
     assert_eq!(anonymous.status(), 401, "nginx refuses without reaching the app");
 
-    fx.server
-        .post_auth("/api/auth/logout", &fx.user.access, &json!({}))
-        .await;
+    fx.server.logout(&fx.user.access).await;
     fx.verifier
         .wait_for_status(&fx.user.access, 401, Duration::from_secs(5))
         .await;

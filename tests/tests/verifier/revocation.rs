@@ -26,10 +26,7 @@ async fn logout_is_honoured_by_the_sidecar() {
         200,
         "verified and cached"
     );
-    let response = fx
-        .server
-        .post_auth("/api/auth/logout", &fx.user.access, &json!({}))
-        .await;
+    let response = fx.server.logout(&fx.user.access).await;
     assert_eq!(response.status(), 204);
     let took = fx.verifier.wait_for_status(&fx.user.access, 401, BOUND).await;
     println!("logout propagation (answered → rejected): {took:?}");
@@ -81,9 +78,7 @@ async fn a_revoked_session_is_honoured_by_the_sidecar() {
 async fn the_per_request_lookup_mode_sees_revocations_at_once() {
     let fx = fixture_with(Algorithm::RS256, |s| s.revocation_mode = RevocationMode::Lookup).await;
     assert_eq!(fx.verifier.verify(&fx.user.access).await.status(), 200);
-    fx.server
-        .post_auth("/api/auth/logout", &fx.user.access, &json!({}))
-        .await;
+    fx.server.logout(&fx.user.access).await;
     assert_eq!(fx.verifier.verify(&fx.user.access).await.status(), 401);
 }
 
@@ -150,18 +145,14 @@ async fn redis_down_fails_closed_and_a_logout_meanwhile_changes_nothing_until_it
     assert_eq!(response.headers()["retry-after"], "1");
     // Logging out while Redis is down is refused as a whole: an acknowledged logout is one every
     // sidecar can know about.
-    let logout = server
-        .post_auth("/api/auth/logout", &user.access, &json!({}))
-        .await;
+    let logout = server.logout(&user.access).await;
     assert_eq!(logout.status(), 503);
 
     redis.restart();
     verifier
         .wait_for_status(&user.access, 200, Duration::from_secs(10))
         .await;
-    let logout = server
-        .post_auth("/api/auth/logout", &user.access, &json!({}))
-        .await;
+    let logout = server.logout(&user.access).await;
     assert_eq!(logout.status(), 204);
     verifier
         .wait_for_status(&user.access, 401, Duration::from_secs(10))
@@ -200,9 +191,7 @@ async fn fail_open_accepts_valid_tokens_when_configured() {
 #[tokio::test]
 async fn a_flushed_redis_restored_by_the_server_revives_nothing() {
     let fx = fixture().await;
-    fx.server
-        .post_auth("/api/auth/logout", &fx.user.access, &json!({}))
-        .await;
+    fx.server.logout(&fx.user.access).await;
     fx.verifier.wait_for_status(&fx.user.access, 401, BOUND).await;
     let _: () = redis::cmd("FLUSHDB")
         .query_async(&mut fx.server.redis().await)

@@ -310,9 +310,7 @@ async fn a_cached_token_is_verified_once_and_still_checked_for_revocation() {
     // A different encoding of the same token is a different key and is verified afresh.
     let padded = format!("{}==", fx.user.access);
     fx.assert_refused(&padded).await;
-    fx.server
-        .post_auth("/api/auth/logout", &fx.user.access, &serde_json::json!({}))
-        .await;
+    fx.server.logout(&fx.user.access).await;
     fx.verifier
         .wait_for_status(&fx.user.access, 401, std::time::Duration::from_secs(5))
         .await;
