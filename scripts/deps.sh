@@ -34,7 +34,7 @@ ensure_servers() {
 # for auth_request, PgBouncer for the pooled replicas, prlimit for the file-descriptor test, and an
 # independent OpenAPI validator.
 ensure_test_tools() {
-  ensure_packages chromium=chromium python3=python3 /usr/sbin/nginx=nginx prlimit=util-linux /usr/sbin/pgbouncer=pgbouncer
+  ensure_packages chromium=chromium python3=python3 /usr/sbin/nginx=nginx prlimit=util-linux /usr/sbin/pgbouncer=pgbouncer faketime=faketime
   python3 -m pip --version >/dev/null 2>&1 || ensure_packages /usr/lib/python3/dist-packages/pip=python3-pip
   if ! python3 -c "import openapi_spec_validator" >/dev/null 2>&1; then
     echo "installing with pip: openapi-spec-validator" >&2

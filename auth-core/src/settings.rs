@@ -10,6 +10,7 @@ use std::path::{Path, PathBuf};
 use figment::providers::{Format, Toml};
 use figment::value::{Dict, Map, Value};
 use figment::{Figment, Metadata, Profile, Provider};
+use serde::Deserialize;
 use serde::de::DeserializeOwned;
 
 /// The exit code for a bad configuration (`EX_USAGE` from sysexits.h).
@@ -206,6 +207,28 @@ fn merge_dicts(mut into: Dict, from: Dict) -> Dict {
         into.insert(key, merged);
     }
     into
+}
+
+/// Reads a list given either as a list (`[a, b]`, or a TOML array) or as one comma-separated
+/// string (`a,b`), the way such lists are usually written in an environment variable.
+pub fn list_or_comma_separated<'de, D: serde::Deserializer<'de>>(
+    deserializer: D,
+) -> Result<Vec<String>, D::Error> {
+    #[derive(serde::Deserialize)]
+    #[serde(untagged)]
+    enum List {
+        Items(Vec<String>),
+        Joined(String),
+    }
+    Ok(match List::deserialize(deserializer)? {
+        List::Items(items) => items,
+        List::Joined(joined) => joined
+            .split(',')
+            .map(str::trim)
+            .filter(|item| !item.is_empty())
+            .map(str::to_owned)
+            .collect(),
+    })
 }
 
 /// Checks that go beyond types (ranges, combinations), run once at load.

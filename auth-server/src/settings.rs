@@ -4,6 +4,7 @@ use std::path::PathBuf;
 use std::str::FromStr;
 use std::time::Duration;
 
+use auth_core::redis::RedisSource;
 use auth_core::server::ConnectionLimits;
 use auth_core::settings::{Environment, SettingsError, Validate};
 use auth_core::telemetry::LogFormat;
@@ -110,6 +111,11 @@ pub struct Settings {
     pub redis_url: SecretString,
     /// TLS to Redis: CA and client certificate files (`AUTH_REDIS_TLS__CA_PATH`, …).
     pub redis_tls: auth_core::redis::RedisTls,
+    /// Redis Sentinel addresses (`host:port`, or `redis[s]://` URLs with the sentinels' password);
+    /// when given, the Redis URL's host is the master's name and the primary is asked for on every
+    /// new connection, so a failover is followed.
+    #[serde(deserialize_with = "auth_core::settings::list_or_comma_separated")]
+    pub redis_sentinels: Vec<String>,
     /// Most connections the Redis pool opens.
     pub redis_max_connections: u32,
     /// How long a request waits for a database or Redis connection before answering 503.
@@ -240,6 +246,7 @@ impl Default for Settings {
             database_max_connections: 20,
             redis_url: SecretString::from("redis://127.0.0.1:6379"),
             redis_tls: auth_core::redis::RedisTls::default(),
+            redis_sentinels: Vec::new(),
             redis_max_connections: 16,
             dependency_timeout: Duration::from_secs(2),
             shutdown_grace: Duration::from_secs(10),
@@ -251,10 +258,14 @@ impl Default for Settings {
 }
 
 impl Settings {
-    /// The Redis client these settings describe.
-    pub fn redis_client(&self) -> Result<redis::Client, SettingsError> {
-        auth_core::redis::client(self.redis_url.expose_secret(), &self.redis_tls)
-            .map_err(|error| SettingsError::new("AUTH_REDIS_TLS", format!("{error:#}")))
+    /// Where these settings say Redis is.
+    pub fn redis_source(&self) -> Result<RedisSource, SettingsError> {
+        RedisSource::new(
+            self.redis_url.expose_secret(),
+            &self.redis_tls,
+            &self.redis_sentinels,
+        )
+        .map_err(|error| SettingsError::new("AUTH_REDIS_TLS", format!("{error:#}")))
     }
 
     /// The parsed database connection options.
@@ -290,7 +301,9 @@ impl Validate for Settings {
         self.database_options()?;
         auth_core::redis::validate_url(self.redis_url.expose_secret())
             .map_err(|problem| SettingsError::new("REDIS_URL", problem))?;
-        self.redis_client()?;
+        auth_core::redis::validate_sentinels(&self.redis_sentinels)
+            .map_err(|problem| SettingsError::new("AUTH_REDIS_SENTINELS", problem))?;
+        self.redis_source()?;
         for (name, addr) in [
             ("AUTH_LISTEN", &self.listen),
             ("AUTH_ADMIN_LISTEN", &self.admin_listen),

@@ -116,9 +116,9 @@ impl Application {
             settings.database_max_connections,
             settings.dependency_timeout,
         );
-        let redis_client = settings.redis_client()?;
+        let redis_source = settings.redis_source()?;
         let redis = auth_core::redis::pool(
-            &redis_client,
+            &redis_source,
             settings.redis_max_connections,
             settings.dependency_timeout,
         )
@@ -146,7 +146,7 @@ impl Application {
         readiness.add_check(SchemaCheck(db.clone()));
         readiness.add_check(RedisCheck {
             pool: redis.clone(),
-            client: redis_client,
+            source: redis_source,
         });
         let restored = readiness.latch("revocations_restored");
 

@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::str::FromStr;
 use std::sync::OnceLock;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
@@ -21,6 +21,9 @@ const INSTALL_HINT: &str = "install PostgreSQL's server (apt-get install -y post
 pub struct PostgresServer {
     port: u16,
     bin: PathBuf,
+    dir: PathBuf,
+    // The postmaster's pid (a restart changes it).
+    pid: AtomicU32,
 }
 
 static SERVER: OnceLock<PostgresServer> = OnceLock::new();
@@ -35,6 +38,12 @@ pub fn server() -> &'static PostgresServer {
 
 impl PostgresServer {
     fn start() -> Self {
+        Self::launch(None)
+    }
+
+    /// A dedicated server (stopped when the test process ends), for tests that restart or freeze
+    /// PostgreSQL.
+    pub fn start_dedicated() -> Self {
         Self::launch(None)
     }
 
@@ -122,12 +131,60 @@ impl PostgresServer {
         });
         // The postmaster's own pid (not runuser's); SIGQUIT is its immediate shutdown.
         drop(child);
-        let pid = std::fs::read_to_string(data.join("postmaster.pid"))
-            .ok()
-            .and_then(|content| content.lines().next()?.trim().parse().ok())
-            .expect("a running postmaster writes its pid");
+        let pid = postmaster_pid(&data);
         reap_on_exit(pid, "QUIT", &dir);
-        Self { port, bin }
+        Self {
+            port,
+            bin,
+            dir,
+            pid: AtomicU32::new(pid),
+        }
+    }
+
+    /// Restarts the server (`pg_ctl restart -m fast`: every connection is closed) and waits until
+    /// it accepts connections again.
+    pub fn restart(&self) {
+        let pg_ctl = find_binary("pg_ctl", std::slice::from_ref(&self.bin), INSTALL_HINT);
+        let data = self.dir.join("data");
+        run_checked(
+            as_postgres(is_root(), &pg_ctl)
+                .arg("-D")
+                .arg(&data)
+                .arg("-l")
+                .arg(self.dir.join("postgres-restarted.log"))
+                .args(["-m", "fast", "-w", "restart"]),
+        );
+        let pid = postmaster_pid(&data);
+        reap_on_exit(pid, "QUIT", &self.dir);
+        self.pid.store(pid, Ordering::Release);
+    }
+
+    /// Freezes the postmaster and every backend (SIGSTOP): connections stay open, nothing answers.
+    pub fn freeze(&self) {
+        self.signal_all("STOP");
+    }
+
+    /// Lets a frozen server run again (SIGCONT).
+    pub fn thaw(&self) {
+        self.signal_all("CONT");
+    }
+
+    fn signal_all(&self, signal: &str) {
+        let pid = self.pid.load(Ordering::Acquire).to_string();
+        // The postmaster first on STOP (it forks no new backend meanwhile), last on CONT.
+        let postmaster = || Command::new("kill").args([&format!("-{signal}"), &pid]).status();
+        let backends = || {
+            Command::new("pkill")
+                .args([&format!("-{signal}"), "-P", &pid])
+                .status()
+        };
+        if signal == "STOP" {
+            postmaster().expect("kill runs");
+            backends().expect("pkill runs");
+        } else {
+            backends().expect("pkill runs");
+            postmaster().expect("kill runs");
+        }
     }
 
     /// The server's port on 127.0.0.1.
@@ -144,6 +201,13 @@ impl PostgresServer {
     pub fn bindir(&self) -> &Path {
         &self.bin
     }
+}
+
+fn postmaster_pid(data: &Path) -> u32 {
+    std::fs::read_to_string(data.join("postmaster.pid"))
+        .ok()
+        .and_then(|content| content.lines().next()?.trim().parse().ok())
+        .expect("a running postmaster writes its pid")
 }
 
 fn server_bindir() -> PathBuf {

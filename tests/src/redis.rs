@@ -20,7 +20,8 @@ pub struct RedisServer {
     port: u16,
     dir: PathBuf,
     child: Option<Child>,
-    tls: Vec<String>,
+    // Arguments beyond the defaults (TLS, replication).
+    extra: Vec<String>,
 }
 
 /// One test's own Redis database on the shared server.
@@ -55,7 +56,7 @@ impl RedisServer {
         Self::start_with(Vec::new())
     }
 
-    fn start_with(tls: Vec<String>) -> Self {
+    fn start_with(extra: Vec<String>) -> Self {
         let dir = tempfile::Builder::new()
             .prefix("auth-platform-redis-")
             .tempdir()
@@ -65,10 +66,19 @@ impl RedisServer {
             port: free_port(),
             dir,
             child: None,
-            tls,
+            extra,
         };
         server.launch();
         server
+    }
+
+    /// Starts a dedicated server replicating `primary` (for the Sentinel tests).
+    pub fn start_replica_of(primary: &RedisServer) -> Self {
+        Self::start_with(vec![
+            "--replicaof".to_owned(),
+            "127.0.0.1".to_owned(),
+            primary.port.to_string(),
+        ])
     }
 
     /// Starts a dedicated server that also listens with TLS on `tls_port`, with the PKI's server
@@ -98,7 +108,7 @@ impl RedisServer {
                 .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1"])
                 .args(["--save", "", "--appendonly", "no", "--protected-mode", "no"])
                 .args(["--databases", &DATABASES.to_string()])
-                .args(&self.tls)
+                .args(&self.extra)
                 .arg("--dir")
                 .arg(&self.dir),
             &log,

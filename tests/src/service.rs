@@ -52,6 +52,12 @@ impl RunningService {
         wait_for_status(&format!("{}{path}", self.admin_url), status, every).await;
     }
 
+    /// Kills the process (SIGKILL), as a crash or an OOM kill would.
+    pub async fn kill(mut self) {
+        let mut child = self.child.take().expect("not yet terminated");
+        child.kill().await.expect("the service can be killed");
+    }
+
     /// Sends SIGTERM and waits for the process to exit.
     pub async fn terminate(mut self) -> Finished {
         let child = self.child.take().expect("not yet terminated");

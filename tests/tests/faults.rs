@@ -1,9 +1,12 @@
 //! Faults injected into real dependencies while the platform serves: nothing hangs, the answer
-//! during the fault is a 503 with `Retry-After`, no acknowledged revocation is ever accepted, and
-//! the platform recovers by itself (the times are printed; they are reported, not asserted).
+//! during the fault is a 503 with `Retry-After`, no acknowledged revocation is ever accepted, no
+//! acknowledged write is lost, and the platform recovers by itself (the times are printed; they
+//! are reported, not asserted). Each fault of [`fault_suite`] runs under a mixed load.
 
 use std::time::{Duration, Instant};
 
+use platform_tests::fault_suite::{self, Fault, Report};
+use platform_tests::load::Phase;
 use platform_tests::server::start;
 use platform_tests::verifier::{start_verifier, verifier_settings};
 use platform_tests::{RedisServer, migrated_database};
@@ -88,4 +91,94 @@ async fn a_frozen_redis_is_a_503_never_a_hang_nor_an_accepted_revoked_token_and_
         .await;
     assert_eq!(relogin.status(), 200);
     println!("recovered without a restart: the sidecar {sidecar:?} after the thaw");
+}
+
+/// Runs `fault` under load, prints the report and asserts every promise was kept.
+async fn survives(fault: Fault) -> Report {
+    let report = fault_suite::run(fault).await;
+    report.print();
+    assert!(report.violations.is_empty(), "{:?}", report.violations);
+    assert!(
+        report.lost_registrations.is_empty(),
+        "acknowledged registrations lost: {:?}",
+        report.lost_registrations
+    );
+    assert_eq!(report.revived_tokens, 0, "acknowledged logouts undone");
+    assert!(
+        report.checked.0 > 0 && report.checked.1 > 0,
+        "the load wrote something"
+    );
+    assert!(report.kept(), "recovered by itself");
+    report
+}
+
+fn answered_during(report: &Report, answer: &str) -> bool {
+    report
+        .summary(Phase::During)
+        .split(", ")
+        .any(|entry| entry.starts_with(&format!("{answer}×")))
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn redis_killed_and_restarted_empty() {
+    survives(Fault::RedisKilled).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn redis_frozen_past_every_timeout() {
+    let report = survives(Fault::RedisFrozen).await;
+    assert!(answered_during(&report, "verify 503"), "the sidecars fail closed");
+    assert!(
+        answered_during(&report, "register 503"),
+        "the server refuses what it cannot do"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn redis_flushed() {
+    survives(Fault::RedisFlushed).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn sentinel_fails_the_primary_over() {
+    survives(Fault::SentinelFailover).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn postgres_restarted() {
+    survives(Fault::PostgresRestarted).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn postgres_frozen_past_every_timeout() {
+    let report = survives(Fault::PostgresFrozen).await;
+    assert!(answered_during(&report, "register 503"));
+    assert!(
+        !answered_during(&report, "verify 503"),
+        "the sidecars need no database"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_jwks_endpoint_down() {
+    let report = survives(Fault::JwksDown).await;
+    assert!(
+        !answered_during(&report, "verify 503"),
+        "known keys keep verifying"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_replica_killed_mid_request() {
+    survives(Fault::ReplicaKilled).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_sidecar_clock_five_minutes_ahead() {
+    survives(Fault::ClockAhead).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_sidecar_clock_five_minutes_behind() {
+    survives(Fault::ClockBehind).await;
 }

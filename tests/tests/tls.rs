@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use sqlx::Connection;
 
-use auth_core::redis::RedisTls;
+use auth_core::redis::{RedisSource, RedisTls};
 use platform_tests::command::run;
 use platform_tests::postgres::{PostgresServer, server};
 use platform_tests::process::free_port;
@@ -32,8 +32,9 @@ fn redis_tls(pki: &TestPki, ca: &str, client_certificate: bool) -> RedisTls {
 
 /// `PING` over a fresh connection, or the connection's error in full.
 async fn ping(url: &str, tls: &RedisTls) -> Result<String, String> {
-    let client = auth_core::redis::client(url, tls).map_err(|error| format!("{error:#}"))?;
+    let source = RedisSource::new(url, tls, &[]).map_err(|error| format!("{error:#}"))?;
     let attempt = async {
+        let client = source.primary().await.map_err(|error| error.to_string())?;
         let mut connection = client
             .get_multiplexed_async_connection()
             .await
@@ -74,7 +75,7 @@ async fn redis_over_tls_needs_the_right_ca_and_client_certificate_and_never_fall
     .await;
     assert!(tls_to_plain.is_err(), "{tls_to_plain:?}");
 
-    let plain_url = auth_core::redis::client("redis://127.0.0.1:6379", &redis_tls(&pki, "ca.pem", false));
+    let plain_url = RedisSource::new("redis://127.0.0.1:6379", &redis_tls(&pki, "ca.pem", false), &[]);
     assert!(
         plain_url.unwrap_err().to_string().contains("not rediss://"),
         "TLS files with a plain URL are a misconfiguration, not a silent downgrade"
@@ -83,7 +84,7 @@ async fn redis_over_tls_needs_the_right_ca_and_client_certificate_and_never_fall
         client_key_path: None,
         ..redis_tls(&pki, "ca.pem", true)
     };
-    assert!(auth_core::redis::client(&url, &half).is_err());
+    assert!(RedisSource::new(&url, &half, &[]).is_err());
 }
 
 #[tokio::test]
@@ -143,9 +144,12 @@ async fn the_server_and_the_sidecar_work_over_tls_to_both_dependencies() {
         settings.redis_tls = redis_tls(&pki, "ca.pem", true);
     })
     .await;
-    let mut settings = verifier_settings(&format!("{}/.well-known/jwks.json", server.url), &redis_url);
-    settings.redis_tls = redis_tls(&pki, "ca.pem", true);
-    let verifier = start_verifier(settings, true).await;
+    let sidecar = || {
+        let mut settings = verifier_settings(&format!("{}/.well-known/jwks.json", server.url), &redis_url);
+        settings.redis_tls = redis_tls(&pki, "ca.pem", true);
+        start_verifier(settings, true)
+    };
+    let verifier = sidecar().await;
 
     let user = server.new_user().await;
     assert_eq!(verifier.verify(&user.access).await.status(), 200);
@@ -154,6 +158,11 @@ async fn the_server_and_the_sidecar_work_over_tls_to_both_dependencies() {
     verifier
         .wait_for_status(&user.access, 401, Duration::from_secs(10))
         .await;
+    // A sidecar starting now reads the stream in bulk (its own reader, not redis-rs) over TLS.
+    let late = sidecar().await;
+    assert_eq!(late.verify(&user.access).await.status(), 401);
+    let other = server.new_user().await;
+    assert_eq!(late.verify(&other.access).await.status(), 200);
 }
 
 #[tokio::test]

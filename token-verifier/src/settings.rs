@@ -4,6 +4,7 @@ use std::path::PathBuf;
 use std::str::FromStr;
 use std::time::Duration;
 
+use auth_core::redis::RedisSource;
 use auth_core::server::ConnectionLimits;
 use auth_core::settings::{Environment, SettingsError, Validate};
 use auth_core::telemetry::LogFormat;
@@ -99,6 +100,11 @@ pub struct Settings {
     pub redis_url: SecretString,
     /// TLS to Redis: CA and client certificate files (`VERIFIER_REDIS_TLS__CA_PATH`, …).
     pub redis_tls: auth_core::redis::RedisTls,
+    /// Redis Sentinel addresses (`host:port`, or `redis[s]://` URLs with the sentinels' password);
+    /// when given, the Redis URL's host is the master's name and the primary is asked for on every
+    /// new connection, so a failover is followed.
+    #[serde(deserialize_with = "auth_core::settings::list_or_comma_separated")]
+    pub redis_sentinels: Vec<String>,
     /// The Redis key namespace.
     pub redis_namespace: String,
     /// How long a Redis operation may take.
@@ -152,6 +158,7 @@ impl Default for Settings {
             revocation_mode: RevocationMode::Index,
             redis_url: SecretString::from("redis://127.0.0.1:6379"),
             redis_tls: auth_core::redis::RedisTls::default(),
+            redis_sentinels: Vec::new(),
             redis_namespace: "auth".to_owned(),
             redis_timeout: Duration::from_secs(1),
             redis_grace: Duration::from_secs(5),
@@ -175,10 +182,14 @@ fn http_url(name: &str, url: &str) -> Result<(), SettingsError> {
 }
 
 impl Settings {
-    /// The Redis client these settings describe.
-    pub fn redis_client(&self) -> Result<redis::Client, SettingsError> {
-        auth_core::redis::client(self.redis_url.expose_secret(), &self.redis_tls)
-            .map_err(|error| SettingsError::new("VERIFIER_REDIS_TLS", format!("{error:#}")))
+    /// Where these settings say Redis is.
+    pub fn redis_source(&self) -> Result<RedisSource, SettingsError> {
+        RedisSource::new(
+            self.redis_url.expose_secret(),
+            &self.redis_tls,
+            &self.redis_sentinels,
+        )
+        .map_err(|error| SettingsError::new("VERIFIER_REDIS_TLS", format!("{error:#}")))
     }
 }
 
@@ -186,7 +197,9 @@ impl Validate for Settings {
     fn validate(&self) -> Result<(), SettingsError> {
         auth_core::redis::validate_url(self.redis_url.expose_secret())
             .map_err(|problem| SettingsError::new("REDIS_URL", problem))?;
-        self.redis_client()?;
+        auth_core::redis::validate_sentinels(&self.redis_sentinels)
+            .map_err(|problem| SettingsError::new("VERIFIER_REDIS_SENTINELS", problem))?;
+        self.redis_source()?;
         for (name, addr) in [
             ("VERIFIER_LISTEN", &self.listen),
             ("VERIFIER_ADMIN_LISTEN", &self.admin_listen),
@@ -205,7 +218,7 @@ impl Validate for Settings {
                 ));
             }
         }
-        crate::http_client::tls_config(self.ca_path.as_deref())
+        auth_core::tls::client_config(self.ca_path.as_deref(), None)
             .map_err(|error| SettingsError::new("VERIFIER_CA_PATH", format!("{error:#}")))?;
         if let Some(upstream) = &self.upstream {
             http_url("VERIFIER_UPSTREAM", upstream)?;

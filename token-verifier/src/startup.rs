@@ -18,7 +18,7 @@ use poem::{Endpoint, EndpointExt, IntoEndpoint, Response};
 
 use crate::cache::TokenCache;
 use crate::gate::{Gate, Revocations};
-use crate::http_client::{http_client, tls_config};
+use crate::http_client::http_client;
 use crate::keys::{KeySource, KeyStore};
 use crate::metrics::VerifierMetrics;
 use crate::proxy::Proxy;
@@ -49,7 +49,7 @@ impl Verifier {
         let registry = auth_core::metrics::new_registry("verifier");
         let metrics = VerifierMetrics::register(&registry)?;
         let readiness = Readiness::default();
-        let client = http_client(tls_config(settings.ca_path.as_deref())?);
+        let client = http_client(auth_core::tls::client_config(settings.ca_path.as_deref(), None)?);
 
         let source = match (&settings.jwks_url, &settings.jwks_path) {
             (Some(url), _) => KeySource::Url {
@@ -72,8 +72,12 @@ impl Verifier {
             RevocationMode::Index => {
                 let index = Arc::new(RevocationIndex::default());
                 let status = Arc::new(FollowerStatus::default());
-                let client = settings.redis_client()?;
-                let follower = StreamFollower::new(client, redis_keys, index.clone(), status.clone());
+                let follower = StreamFollower::new(
+                    settings.redis_source()?,
+                    redis_keys,
+                    index.clone(),
+                    status.clone(),
+                );
                 readiness.add_check(IndexCheck {
                     status: status.clone(),
                     grace: settings.redis_grace,
@@ -89,7 +93,7 @@ impl Verifier {
                 )
             }
             RevocationMode::Lookup => {
-                let redis = auth_core::redis::pool(&settings.redis_client()?, 16, settings.redis_timeout)
+                let redis = auth_core::redis::pool(&settings.redis_source()?, 16, settings.redis_timeout)
                     .context("cannot create the Redis pool")?;
                 readiness.add_check(EpochCheck {
                     redis: redis.clone(),

@@ -9,13 +9,15 @@ use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::time::Duration;
 
 use redis::aio::MultiplexedConnection;
-use redis::{AsyncConnectionConfig, Client, ConnectionInfo, Value};
+use redis::{AsyncConnectionConfig, ConnectionInfo, Value};
+use tokio_rustls::rustls::ClientConfig;
 
 use super::epoch::{self, Epoch};
 use super::load_queue::{LoadQueue, Span, entry_id, position};
 use super::range_reader::RangeReader;
 use super::{RedisKeys, RevocationIndex, RevocationRef, unix_now};
 use crate::readiness::ReadinessCheck;
+use crate::redis::RedisSource;
 use crate::shutdown::Shutdown;
 
 const BLOCK: Duration = Duration::from_millis(1000);
@@ -28,6 +30,8 @@ const UNKNOWN_POLL: Duration = Duration::from_millis(100);
 // parses others (100,000 entries spread evenly in time, 2 cores: one loader per core 117–131 ms to
 // load, four 77–103 ms, eight no better).
 const PARTS_PER_CORE: usize = 4;
+// The position of a follower that loaded an empty stream.
+const EMPTY: &str = "0-0";
 
 /// How the follower is doing, for readiness, metrics and fail-closed decisions.
 #[derive(Default)]
@@ -109,22 +113,22 @@ struct Position {
 
 /// Follows one Redis stream into one index.
 pub struct StreamFollower {
-    client: Client,
+    source: RedisSource,
     keys: RedisKeys,
     index: Arc<RevocationIndex>,
     status: Arc<FollowerStatus>,
 }
 
 impl StreamFollower {
-    /// A follower of `keys.stream()` on `client`.
+    /// A follower of `keys.stream()` on the primary of `source`.
     pub fn new(
-        client: Client,
+        source: RedisSource,
         keys: RedisKeys,
         index: Arc<RevocationIndex>,
         status: Arc<FollowerStatus>,
     ) -> Self {
         Self {
-            client,
+            source,
             keys,
             index,
             status,
@@ -156,13 +160,16 @@ impl StreamFollower {
         }
     }
 
-    async fn connect(&self) -> redis::RedisResult<MultiplexedConnection> {
+    /// A connection to the primary, and its address for the loaders.
+    async fn connect(&self) -> redis::RedisResult<(MultiplexedConnection, ConnectionInfo)> {
         let config = AsyncConnectionConfig::new()
             .set_connection_timeout(Some(Duration::from_secs(1)))
             .set_response_timeout(Some(BLOCK + Duration::from_secs(1)));
-        self.client
+        let primary = self.source.primary().await?;
+        let conn = primary
             .get_multiplexed_async_connection_with_config(&config)
-            .await
+            .await?;
+        Ok((conn, primary.get_connection_info().clone()))
     }
 
     /// One connection's worth of following; returns on the first error.
@@ -173,16 +180,31 @@ impl StreamFollower {
     /// the grace, exactly as with Redis unreachable; a new complete epoch means a rebuilt stream,
     /// which is loaded again from the beginning (the index never forgets what it knew).
     async fn follow(&self, position: &mut Position) -> redis::RedisResult<()> {
-        let mut conn = self.connect().await?;
+        let (mut conn, info) = self.connect().await?;
         let stream = self.keys.stream();
         let mut seen = epoch::read(&mut conn, &self.keys).await?;
+        // Resuming is only safe from an entry this stream still holds: after a failover the new
+        // primary may lack the newest entries (its clock may even be behind, so its next ids would
+        // sort before ours), and an entry trimmed away leaves no anchor either. Reloading costs a
+        // read of the stream; skipping entries would accept revoked tokens.
+        if let Some(from) = position.last_id.as_deref().filter(|_| position.epoch.is_some())
+            && from != EMPTY
+            && !holds(&mut conn, &stream, from).await?
+        {
+            tracing::warn!(
+                last_id = from,
+                "the revocation stream no longer holds the last entry read (trimmed, or lost in a \
+                 failover): reading it again from the beginning"
+            );
+            position.epoch = None;
+        }
         let mut last_prune = unix_now();
         loop {
             position.healthy = true;
             match seen.complete() {
                 Some(current) if position.epoch.as_deref() == Some(current) => self.status.heard_from_redis(),
                 Some(current) => {
-                    let last = self.load(&mut conn, &stream).await?;
+                    let last = self.load(&mut conn, &info, &stream).await?;
                     position.last_id = Some(last);
                     // Only a load bracketed by the same complete epoch saw the whole state: a flush
                     // and a restore during the load show as a changed epoch.
@@ -243,7 +265,12 @@ impl StreamFollower {
     /// Reads the whole stream (it holds exactly the revocations that can still matter) and
     /// returns the id to follow from. Several loaders, each on its own connection, share the
     /// stream's time span (see [`LoadQueue`]), so pages are parsed while Redis produces others.
-    async fn load(&self, conn: &mut MultiplexedConnection, stream: &str) -> redis::RedisResult<String> {
+    async fn load(
+        &self,
+        conn: &mut MultiplexedConnection,
+        info: &ConnectionInfo,
+        stream: &str,
+    ) -> redis::RedisResult<String> {
         let started = std::time::Instant::now();
         let bound = async |command: &str, from: &str, to: &str, conn: &mut MultiplexedConnection| {
             let reply: Value = redis::cmd(command)
@@ -263,7 +290,7 @@ impl StreamFollower {
         let first = bound("XRANGE", "-", "+", conn).await?;
         let last = bound("XREVRANGE", "+", "-", conn).await?;
         let (Some(first), Some(last)) = (first, last) else {
-            return self.loaded(started, "0-0".to_owned());
+            return self.loaded(started, EMPTY.to_owned());
         };
         let length: usize = redis::cmd("XLEN").arg(stream).query_async(conn).await?;
         self.index.reserve(length);
@@ -277,10 +304,10 @@ impl StreamFollower {
         let queue = Arc::new(LoadQueue::new(Span { low, high }.split_evenly(loaders as u128)));
         let mut tasks = Vec::new();
         for _ in 0..loaders {
-            let info = self.client.get_connection_info().clone();
+            let (info, tls) = (info.clone(), self.source.rustls_config());
             let (index, stream, queue) = (self.index.clone(), stream.to_owned(), queue.clone());
             tasks.push(tokio::spawn(async move {
-                let outcome = load_spans(&info, &stream, &index, &queue).await;
+                let outcome = load_spans(&info, tls, &stream, &index, &queue).await;
                 if outcome.is_err() {
                     queue.fail();
                 }
@@ -327,11 +354,12 @@ fn apply(index: &RevocationIndex, entries: &[Value]) -> Option<String> {
 /// half of what remains of a span to an idle loader after each full page.
 async fn load_spans(
     info: &ConnectionInfo,
+    tls: Option<Arc<ClientConfig>>,
     stream: &str,
     index: &RevocationIndex,
     queue: &LoadQueue,
 ) -> std::io::Result<()> {
-    let mut reader = RangeReader::connect(info).await?;
+    let mut reader = RangeReader::connect(info, tls).await?;
     while let Some(mut span) = queue.next().await {
         loop {
             let bounds = (entry_id(span.low), entry_id(span.high));
@@ -351,6 +379,17 @@ async fn load_spans(
         queue.finished();
     }
     Ok(())
+}
+
+/// Whether the stream still holds the entry `id`.
+async fn holds(conn: &mut MultiplexedConnection, stream: &str, id: &str) -> redis::RedisResult<bool> {
+    let reply: Value = redis::cmd("XRANGE")
+        .arg(stream)
+        .arg(id)
+        .arg(id)
+        .query_async(conn)
+        .await?;
+    Ok(!entries(&reply).is_empty())
 }
 
 fn bytes(value: &Value) -> Option<&[u8]> {

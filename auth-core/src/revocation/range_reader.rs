@@ -5,10 +5,14 @@
 //! indexes each entry straight from the read buffer, which holds one read's worth of the reply.
 
 use std::io;
+use std::sync::Arc;
 use std::time::Duration;
 
 use redis::{ConnectionAddr, ConnectionInfo};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio_rustls::TlsConnector;
+use tokio_rustls::rustls::ClientConfig;
+use tokio_rustls::rustls::pki_types::ServerName;
 
 use super::{RevocationIndex, RevocationRef};
 
@@ -51,26 +55,30 @@ async fn within<T>(limit: Duration, work: impl Future<Output = io::Result<T>>) -
 }
 
 impl RangeReader {
-    /// Connects (TCP or Unix socket) and authenticates and selects the database as `info` says.
-    pub async fn connect(info: &ConnectionInfo) -> io::Result<Self> {
-        let io: Box<dyn Duplex> = match info.addr() {
-            ConnectionAddr::Tcp(host, port) => {
-                let stream = within(
-                    CONNECT_TIMEOUT,
-                    tokio::net::TcpStream::connect((host.as_str(), *port)),
-                )
-                .await?;
-                stream.set_nodelay(true)?;
-                Box::new(stream)
+    /// Connects (TCP, TLS with `tls`, or a Unix socket) and authenticates and selects the database
+    /// as `info` says.
+    pub async fn connect(info: &ConnectionInfo, tls: Option<Arc<ClientConfig>>) -> io::Result<Self> {
+        let tcp = async |host: &str, port: u16| {
+            let stream = within(CONNECT_TIMEOUT, tokio::net::TcpStream::connect((host, port))).await?;
+            stream.set_nodelay(true)?;
+            io::Result::Ok(stream)
+        };
+        let io: Box<dyn Duplex> = match (info.addr(), tls) {
+            (ConnectionAddr::Tcp(host, port), _) => Box::new(tcp(host, *port).await?),
+            (ConnectionAddr::TcpTls { host, port, .. }, Some(tls)) => {
+                let name = ServerName::try_from(host.clone())
+                    .map_err(|error| io::Error::new(io::ErrorKind::InvalidInput, error))?;
+                let stream = tcp(host, *port).await?;
+                Box::new(within(CONNECT_TIMEOUT, TlsConnector::from(tls).connect(name, stream)).await?)
             }
             #[cfg(unix)]
-            ConnectionAddr::Unix(path) => {
+            (ConnectionAddr::Unix(path), _) => {
                 Box::new(within(CONNECT_TIMEOUT, tokio::net::UnixStream::connect(path)).await?)
             }
             _ => {
                 return Err(io::Error::new(
                     io::ErrorKind::Unsupported,
-                    "bulk stream reads need a plain TCP or Unix-socket Redis address",
+                    "a TLS address needs its TLS configuration",
                 ));
             }
         };

@@ -12,6 +12,8 @@ struct Example {
     database_url: String,
     environment: Environment,
     nested: Nested,
+    #[serde(deserialize_with = "list_or_comma_separated")]
+    hosts: Vec<String>,
 }
 
 #[derive(Debug, Default, Deserialize, Serialize, PartialEq)]
@@ -28,6 +30,7 @@ impl Default for Example {
             database_url: "postgres://localhost/auth".into(),
             environment: Environment::Development,
             nested: Nested::default(),
+            hosts: Vec::new(),
         }
     }
 }
@@ -150,4 +153,14 @@ fn a_missing_config_file_is_an_error() {
         .load::<Example>()
         .unwrap_err();
     assert_eq!(error.setting, "--config");
+}
+
+#[test]
+fn a_list_is_read_from_brackets_or_from_commas() {
+    for given in ["[a:26379, b:26379]", "a:26379,b:26379", " a:26379 , b:26379 ,"] {
+        let loaded: Example = source(&[("TEST_HOSTS", given)]).load().unwrap();
+        assert_eq!(loaded.hosts, ["a:26379", "b:26379"], "{given}");
+    }
+    let one: Example = source(&[("TEST_HOSTS", "a:26379")]).load().unwrap();
+    assert_eq!(one.hosts, ["a:26379"]);
 }

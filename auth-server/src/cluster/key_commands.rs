@@ -84,7 +84,7 @@ pub async fn rotate(settings: &Settings) -> anyhow::Result<String> {
 /// Redis for every sidecar), and it leaves the ring and the JWKS at once.
 pub async fn revoke(settings: &Settings, kid: &str) -> anyhow::Result<String> {
     let db = crate::database::pool(settings.database_options()?, 2, settings.dependency_timeout);
-    let redis = auth_core::redis::pool(&settings.redis_client()?, 2, settings.dependency_timeout)?;
+    let redis = auth_core::redis::pool(&settings.redis_source()?, 2, settings.dependency_timeout)?;
     let published = prometheus::IntCounterVec::new(prometheus::Opts::new("unused", "unused"), &["kind"])?;
     let revoker = Revoker::new(
         db.clone(),
