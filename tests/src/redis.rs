@@ -81,6 +81,28 @@ impl RedisServer {
         ])
     }
 
+    /// Starts a dedicated one-node Redis Cluster owning every hash slot: commands behave as on any
+    /// cluster node, so a command naming keys of two slots fails with `CROSSSLOT`.
+    pub fn start_cluster_node() -> Self {
+        let server = Self::start_with(vec![
+            "--cluster-enabled".to_owned(),
+            "yes".to_owned(),
+            "--cluster-config-file".to_owned(),
+            "nodes.conf".to_owned(),
+        ]);
+        let added = redis_command(server.port, "CLUSTER ADDSLOTSRANGE 0 16383");
+        assert_eq!(added.ok().as_deref(), Some("+OK"), "the node takes every slot");
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while !cluster_ok(server.port) {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the one-node cluster never became ok"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        server
+    }
+
     /// Starts a dedicated server that also listens with TLS on `tls_port`, with the PKI's server
     /// certificate, requiring a client certificate from its CA when `client_certificates`. (The
     /// plain port stays open for the harness's own readiness check.)
@@ -166,6 +188,13 @@ impl Drop for RedisServer {
     fn drop(&mut self) {
         self.kill();
     }
+}
+
+fn cluster_ok(port: u16) -> bool {
+    redis::Client::open(format!("redis://127.0.0.1:{port}"))
+        .and_then(|client| client.get_connection())
+        .and_then(|mut conn| redis::cmd("CLUSTER").arg("INFO").query::<String>(&mut conn))
+        .is_ok_and(|info| info.contains("cluster_state:ok"))
 }
 
 /// Marks the revocation state as restored under the default namespace, the way the auth server

@@ -1,7 +1,8 @@
 //! Three auth-server replicas and two sidecars against one PostgreSQL and one Redis: a refresh
 //! token raced to two replicas yields one child, rate limits count across replicas, a logout at
 //! one replica is enforced by every sidecar, and the periodic revocation re-check runs once for
-//! all replicas, not once per replica.
+//! all replicas, not once per replica; and the deployments of the data tier they run on
+//! (PgBouncer, a Redis Cluster node).
 
 use std::time::Duration;
 
@@ -12,8 +13,9 @@ use platform_tests::keys::TestKeys;
 use platform_tests::pgbouncer::PgBouncer;
 use platform_tests::server::{TestServer, start};
 use platform_tests::verifier::{start_verifier, verifier_settings};
-use platform_tests::{migrated_database, test_redis};
+use platform_tests::{RedisServer, migrated_database, test_redis};
 use serde_json::{Value, json};
+use token_verifier::settings::RevocationMode;
 
 /// Three replicas sharing a fresh database, a Redis database and their signing keys, each with
 /// `customize` applied.
@@ -165,5 +167,74 @@ async fn replicas_work_through_pgbouncer() {
             replicas[i % 2].get_auth("/api/auth/me", access).await.status(),
             401
         );
+    }
+}
+
+/// A one-node Redis Cluster refuses any command naming keys of two hash slots (`CROSSSLOT`), as
+/// every cluster node does: the server and both kinds of sidecar work on it, so every command the
+/// platform sends names one slot and a Redis Cluster behind a routing endpoint can hold its keys.
+#[tokio::test(flavor = "multi_thread")]
+async fn every_command_names_one_hash_slot_so_a_redis_cluster_node_serves_the_platform() {
+    let node = RedisServer::start_cluster_node();
+    let url = node.url(0);
+    let server = start(migrated_database().await, &url, |settings| {
+        // Two logins below, then three wrong passwords, then the refusal.
+        settings.rate_limits.login_per_ip = RateLimit::per(5, Duration::from_secs(60));
+    })
+    .await;
+    let jwks = format!("{}/.well-known/jwks.json", server.url);
+    let mut lookup = verifier_settings(&jwks, &url);
+    lookup.revocation_mode = RevocationMode::Lookup;
+    let sidecars = [
+        start_verifier(verifier_settings(&jwks, &url), true).await,
+        start_verifier(lookup, true).await,
+    ];
+    let user = server.new_user().await;
+    let second = server.login(&user).await;
+    let third = server.login(&user).await;
+    for sidecar in &sidecars {
+        assert_eq!(sidecar.verify(&user.access).await.status(), 200);
+    }
+    assert_eq!(server.logout(&user.access).await.status(), 204);
+    let refreshed = server
+        .post("/api/auth/refresh", &json!({ "refresh_token": second.refresh }))
+        .await;
+    assert_eq!(refreshed.status(), 200);
+    for sidecar in &sidecars {
+        sidecar
+            .wait_for_status(&user.access, 401, Duration::from_secs(10))
+            .await;
+        assert_eq!(sidecar.verify(&third.access).await.status(), 200);
+    }
+    let everywhere = server
+        .post_auth("/api/auth/logout-all", &third.access, &json!({}))
+        .await;
+    assert_eq!(everywhere.status(), 204);
+    for sidecar in &sidecars {
+        sidecar
+            .wait_for_status(&third.access, 401, Duration::from_secs(10))
+            .await;
+    }
+    let wrong = json!({ "email": user.email, "password": "not the password at all" });
+    let mut statuses = Vec::new();
+    for _ in 0..4 {
+        statuses.push(server.post("/api/auth/login", &wrong).await.status().as_u16());
+    }
+    assert_eq!(
+        statuses,
+        [401, 401, 401, 429],
+        "the sliding window counts on the cluster"
+    );
+
+    // Lost and restored: the restore's scripts and the sidecars' reload work there too.
+    let mut conn = server.redis().await;
+    let () = redis::cmd("FLUSHALL").query_async(&mut conn).await.unwrap();
+    let fresh = server.new_user().await;
+    for sidecar in &sidecars {
+        sidecar
+            .wait_for_status(&fresh.access, 200, Duration::from_secs(10))
+            .await;
+        assert_eq!(sidecar.verify(&user.access).await.status(), 401);
+        assert_eq!(sidecar.verify(&third.access).await.status(), 401);
     }
 }

@@ -26,7 +26,7 @@ pub const UNPREFIXED: &[&str] = &["REDIS_URL"];
 pub enum RevocationMode {
     /// An in-memory index following the revocation stream: no Redis round trip per request.
     Index,
-    /// One Redis `MGET` of the revocation keys per request.
+    /// One Redis round trip (pipelined `GET`s) of the revocation keys per request.
     Lookup,
 }
 

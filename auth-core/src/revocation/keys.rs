@@ -34,9 +34,11 @@ impl RedisKeys {
         format!("{}:session:{sid}", self.namespace)
     }
 
-    /// `{ns}:ratelimit:{scope}:{id}`: a rate-limit counter (the window is appended by the limiter).
+    /// `{ns}:ratelimit:{<scope>:<id>}`: a rate-limit counter (the window is appended by the
+    /// limiter). The braces are a Redis Cluster hash tag: the windows of one counter, read and
+    /// written in one transaction, share a hash slot.
     pub fn rate_limit(&self, scope: &str, id: &str) -> String {
-        format!("{}:ratelimit:{scope}:{id}", self.namespace)
+        format!("{}:ratelimit:{{{scope}:{id}}}", self.namespace)
     }
 
     /// `{ns}:revocations`: the stream every revocation is appended to.

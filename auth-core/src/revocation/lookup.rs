@@ -16,7 +16,9 @@ pub enum LookupOutcome {
     Unknown,
 }
 
-/// One `MGET` of the token's `jti`, `sid`, user and `kid` keys and of the epoch.
+/// The token's `jti`, `sid`, user and `kid` keys and the epoch, read in one round trip. A pipeline
+/// of `GET`s rather than one `MGET`: no command names two keys, so the keys may live in different
+/// hash slots (Redis Cluster behind a routing endpoint).
 pub async fn lookup<C: ConnectionLike>(
     conn: &mut C,
     keys: &RedisKeys,
@@ -29,12 +31,12 @@ pub async fn lookup<C: ConnectionLike>(
         (RevocationKind::User, claims.sub.to_string()),
         (RevocationKind::Key, token.kid.clone()),
     ];
-    let mut command = redis::cmd("MGET");
+    let mut pipe = redis::pipe();
     for (kind, id) in &probes {
-        command.arg(keys.revoked(*kind, id));
+        pipe.cmd("GET").arg(keys.revoked(*kind, id));
     }
-    command.arg(keys.epoch());
-    let mut values: Vec<Option<String>> = command.query_async(conn).await?;
+    pipe.cmd("GET").arg(keys.epoch());
+    let mut values: Vec<Option<String>> = pipe.query_async(conn).await?;
     let epoch = values.pop().flatten();
     let revoked = probes.iter().zip(values).find_map(|((kind, _), value)| {
         let value = value?;

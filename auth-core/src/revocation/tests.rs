@@ -71,6 +71,6 @@ fn keys_follow_the_namespace_scheme() {
     assert_eq!(keys.stream(), "auth:revocations");
     assert_eq!(
         keys.rate_limit("login", "1.2.3.4"),
-        "auth:ratelimit:login:1.2.3.4"
+        "auth:ratelimit:{login:1.2.3.4}"
     );
 }
