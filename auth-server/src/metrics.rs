@@ -21,6 +21,8 @@ pub struct ServerMetrics {
     pub revocation_restores: IntCounterVec,
     /// Periodic re-checks of the revocations, by outcome (`ran`, or `skipped`: another replica's).
     pub revocation_resyncs: IntCounterVec,
+    /// Waits for Redis replicas to hold a revocation, by outcome (`confirmed`, `timed_out`).
+    pub replica_waits: IntCounterVec,
     /// Bearer tokens refused, by reason.
     pub token_rejections: IntCounterVec,
     /// Password hashes running or waiting.
@@ -110,6 +112,12 @@ impl ServerMetrics {
                 "revocation_resyncs_total",
                 "Periodic re-checks of the revocations in Redis by outcome (one replica runs each)",
                 ("outcome", &["ran", "skipped"]),
+            )?,
+            replica_waits: counter(
+                registry,
+                "revocation_replica_waits_total",
+                "Waits for Redis replicas to hold a revocation by outcome (AUTH_REDIS_WAIT_REPLICAS)",
+                ("outcome", &["confirmed", "timed_out"]),
             )?,
             token_rejections: counter(
                 registry,

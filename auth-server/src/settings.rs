@@ -118,6 +118,12 @@ pub struct Settings {
     pub redis_sentinels: Vec<String>,
     /// Most connections the Redis pool opens.
     pub redis_max_connections: u32,
+    /// Redis replicas that must hold a revocation before it is acknowledged (`WAIT`; 0: the
+    /// primary's write is enough). With Sentinel, 1 makes a failover unable to lose one.
+    pub redis_wait_replicas: u32,
+    /// How long a revocation waits for those replicas (it is committed either way).
+    #[serde(with = "humantime_serde")]
+    pub redis_wait_timeout: Duration,
     /// How long a request waits for a database or Redis connection before answering 503.
     #[serde(with = "humantime_serde")]
     pub dependency_timeout: Duration,
@@ -248,6 +254,8 @@ impl Default for Settings {
             redis_tls: auth_core::redis::RedisTls::default(),
             redis_sentinels: Vec::new(),
             redis_max_connections: 16,
+            redis_wait_replicas: 0,
+            redis_wait_timeout: Duration::from_millis(200),
             dependency_timeout: Duration::from_secs(2),
             shutdown_grace: Duration::from_secs(10),
             environment: Environment::Development,
@@ -266,6 +274,15 @@ impl Settings {
             &self.redis_sentinels,
         )
         .map_err(|error| SettingsError::new("AUTH_REDIS_TLS", format!("{error:#}")))
+    }
+
+    /// The replica acknowledgement revocations wait for, counting its outcomes in `outcomes`.
+    pub fn replica_acks(&self, outcomes: prometheus::IntCounterVec) -> crate::service::revoker::ReplicaAcks {
+        crate::service::revoker::ReplicaAcks {
+            replicas: self.redis_wait_replicas,
+            timeout: self.redis_wait_timeout,
+            outcomes,
+        }
     }
 
     /// The parsed database connection options.
@@ -385,6 +402,16 @@ impl Validate for Settings {
             return Err(SettingsError::new(
                 "AUTH_DATABASE_MAX_CONNECTIONS",
                 "must be at least 1",
+            ));
+        }
+        // The wait holds up the other requests sharing its multiplexed connection, and redis-rs
+        // gives up on any reply after 500 ms.
+        if self.redis_wait_replicas > 0
+            && (self.redis_wait_timeout.is_zero() || self.redis_wait_timeout > Duration::from_millis(400))
+        {
+            return Err(SettingsError::new(
+                "AUTH_REDIS_WAIT_TIMEOUT",
+                "between 1ms and 400ms when AUTH_REDIS_WAIT_REPLICAS is set",
             ));
         }
         if self.redis_max_connections == 0 {

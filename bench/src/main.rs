@@ -1,7 +1,8 @@
 //! `platform-bench`: measures the platform on this machine against real PostgreSQL and Redis.
-//! Run it with `cargo run --release -p platform-bench -- <server|verifier|restore|hostile>`.
+//! Run it with `cargo run --release -p platform-bench -- <server|verifier|restore|hostile|forgot|faults>`.
 
 mod ceiling;
+mod faults;
 mod forgot;
 mod hostile;
 mod load;
@@ -37,6 +38,8 @@ enum Target {
     Hostile,
     /// Forgot-password for a known and an unknown address: answers and latency compared.
     Forgot,
+    /// Ten faults injected under load: answers during each, recovery times, broken promises.
+    Faults,
     /// (internal) the trivial ceiling server.
     #[command(hide = true)]
     CeilingTrivial { listen: String },
@@ -60,6 +63,7 @@ fn main() -> anyhow::Result<()> {
             Target::Restore => restore::run().await,
             Target::Hostile => hostile::run().await,
             Target::Forgot => forgot::run().await,
+            Target::Faults => faults::run().await,
             Target::CeilingTrivial { listen } => ceiling::serve_trivial(listen).await,
             Target::CeilingSignature { listen, jwks, check } => {
                 ceiling::serve_signature_only(listen, jwks, check).await

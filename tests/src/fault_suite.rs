@@ -117,6 +117,8 @@ pub struct Report {
     pub accepted_within_grace: usize,
     /// From the heal (or an instantaneous fault) until every operation had succeeded again.
     pub recovery: Option<Duration>,
+    /// From the injection until then.
+    pub outage: Option<Duration>,
 }
 
 impl Report {
@@ -148,10 +150,15 @@ impl Report {
         ] {
             println!("  {label:<7} {}", self.summary(phase));
         }
-        let recovery = self.recovery.map_or_else(
-            || "n/a (a lasting condition)".to_owned(),
-            |took| format!("{:.2} s", took.as_secs_f64()),
-        );
+        let recovery = match (self.recovery, self.outage) {
+            (Some(recovery), Some(outage)) => format!(
+                "{:.2} s after the heal ({:.2} s after the injection)",
+                recovery.as_secs_f64(),
+                outage.as_secs_f64()
+            ),
+            _ if self.fault.skew().is_some() => "n/a (a lasting condition)".to_owned(),
+            _ => format!("NONE within {RECOVERY_LIMIT:?}"),
+        };
         println!(
             "  recovery {recovery}; checked afterwards: {} registrations ({} lost), {} revoked tokens \
              ({} accepted); accepted within the {GRACE:?} grace: {}; violations: {}",
@@ -291,6 +298,8 @@ impl Stage {
                 start(db.clone(), &redis.url(), |settings| {
                     settings.keys_dir = Some(keys.dir());
                     settings.redis_sentinels = redis.sentinels();
+                    // As the README advises with Sentinel: a revocation waits for the replica.
+                    settings.redis_wait_replicas = u32::from(fault == Fault::SentinelFailover);
                     let limits = &mut settings.rate_limits;
                     limits.register_per_ip = unlimited();
                     limits.login_per_ip = unlimited();
@@ -454,10 +463,11 @@ pub async fn run(fault: Fault) -> Report {
     let load = Load::start(targets.clone());
     tokio::time::sleep(BEFORE).await;
     load.ledger.enter(Phase::During);
+    let injected = Instant::now();
     stage.inject(fault, &targets).await;
     let healed = Instant::now();
     load.ledger.enter(Phase::After);
-    let recovery = if fault.skew().is_some() {
+    let recovered = if fault.skew().is_some() {
         tokio::time::sleep(AFTER).await;
         None
     } else {
@@ -474,14 +484,15 @@ pub async fn run(fault: Fault) -> Report {
         revived_tokens,
         checked: (ledger.users().len(), ledger.revoked().len()),
         accepted_within_grace: ledger.accepted_within_grace(),
-        recovery,
+        recovery: recovered.map(|at| at - healed),
+        outage: recovered.map(|at| at - injected),
     }
 }
 
-async fn wait_for_recovery(ledger: &Ledger, healed: Instant) -> Option<Duration> {
+async fn wait_for_recovery(ledger: &Ledger, healed: Instant) -> Option<Instant> {
     while healed.elapsed() < RECOVERY_LIMIT {
         if let Some(at) = ledger.recovered_since(healed) {
-            return Some(at - healed);
+            return Some(at);
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }

@@ -72,13 +72,19 @@ impl RedisServer {
         server
     }
 
-    /// Starts a dedicated server replicating `primary` (for the Sentinel tests).
+    /// Starts a dedicated server replicating `primary`, and waits until its first sync is done.
     pub fn start_replica_of(primary: &RedisServer) -> Self {
-        Self::start_with(vec![
+        let replica = Self::start_with(vec![
             "--replicaof".to_owned(),
             "127.0.0.1".to_owned(),
             primary.port.to_string(),
-        ])
+        ]);
+        let deadline = std::time::Instant::now() + Duration::from_secs(20);
+        while !replicating(replica.port) {
+            assert!(std::time::Instant::now() < deadline, "the replica never synced");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        replica
     }
 
     /// Starts a dedicated one-node Redis Cluster owning every hash slot: commands behave as on any
@@ -191,10 +197,22 @@ impl Drop for RedisServer {
 }
 
 fn cluster_ok(port: u16) -> bool {
+    info_contains(port, &["CLUSTER", "INFO"], "cluster_state:ok")
+}
+
+fn replicating(port: u16) -> bool {
+    info_contains(port, &["INFO", "replication"], "master_link_status:up")
+}
+
+fn info_contains(port: u16, command: &[&str], line: &str) -> bool {
     redis::Client::open(format!("redis://127.0.0.1:{port}"))
         .and_then(|client| client.get_connection())
-        .and_then(|mut conn| redis::cmd("CLUSTER").arg("INFO").query::<String>(&mut conn))
-        .is_ok_and(|info| info.contains("cluster_state:ok"))
+        .and_then(|mut conn| {
+            redis::cmd(command[0])
+                .arg(&command[1..])
+                .query::<String>(&mut conn)
+        })
+        .is_ok_and(|info| info.contains(line))
 }
 
 /// Marks the revocation state as restored under the default namespace, the way the auth server

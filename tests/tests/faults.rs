@@ -182,3 +182,47 @@ async fn a_sidecar_clock_five_minutes_ahead() {
 async fn a_sidecar_clock_five_minutes_behind() {
     survives(Fault::ClockBehind).await;
 }
+
+/// With `AUTH_REDIS_WAIT_REPLICAS=1` a revocation is committed and acknowledged once a replica
+/// holds it (so a failover promoting that replica cannot lose it). A replica that cannot confirm
+/// in time delays the answer by the wait's timeout, never fails it: the revocation is already on
+/// the primary and the sidecars, so it is committed durably (a restore after a failover
+/// republishes it), and the metric counts the wait as timed out.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_revocation_waits_for_a_replica_to_hold_it() {
+    let primary = RedisServer::start();
+    let replica = RedisServer::start_replica_of(&primary);
+    let server = start(migrated_database().await, &primary.url(0), |settings| {
+        settings.redis_wait_replicas = 1;
+    })
+    .await;
+    let metric = async |outcome: &str| {
+        let series = format!("auth_server_revocation_replica_waits_total{{outcome=\"{outcome}\"}} ");
+        let text = server.metrics().await;
+        text.lines()
+            .find_map(|line| line.strip_prefix(&series)?.parse::<u32>().ok())
+            .unwrap_or_else(|| panic!("no {series} in {text}"))
+    };
+    let first = server.new_user().await;
+    assert_eq!(server.logout(&first.access).await.status(), 204);
+    assert_eq!((metric("confirmed").await, metric("timed_out").await), (1, 0));
+    let jwks = format!("{}/.well-known/jwks.json", server.url);
+    let sidecar = start_verifier(verifier_settings(&jwks, &replica.url(0)), true).await;
+
+    replica.freeze();
+    let user = server.new_user().await;
+    let logout = answered("logout", server.logout(&user.access)).await;
+    assert_eq!(
+        logout.status(),
+        204,
+        "committed although no replica confirmed in time"
+    );
+    assert_eq!((metric("confirmed").await, metric("timed_out").await), (1, 1));
+    let relogin = server
+        .post("/api/auth/refresh", &json!({ "refresh_token": user.refresh }))
+        .await;
+    assert_eq!(relogin.status(), 401, "the session is revoked durably");
+
+    replica.thaw();
+    sidecar.wait_for_status(&user.access, 401, HANG).await;
+}

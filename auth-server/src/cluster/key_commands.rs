@@ -86,13 +86,14 @@ pub async fn revoke(settings: &Settings, kid: &str) -> anyhow::Result<String> {
     let db = crate::database::pool(settings.database_options()?, 2, settings.dependency_timeout);
     let redis = auth_core::redis::pool(&settings.redis_source()?, 2, settings.dependency_timeout)?;
     let published = prometheus::IntCounterVec::new(prometheus::Opts::new("unused", "unused"), &["kind"])?;
+    let waits = prometheus::IntCounterVec::new(prometheus::Opts::new("unused", "unused"), &["outcome"])?;
     let revoker = Revoker::new(
         db.clone(),
         redis,
         RedisKeys::new(&settings.redis_namespace),
-        settings.access_token_ttl,
-        settings.token_leeway,
+        (settings.access_token_ttl, settings.token_leeway),
         published,
+        settings.replica_acks(waits),
     );
     let mut revocation = revoker.key(kid);
     let mut transaction = db.begin().await.context("PostgreSQL")?;

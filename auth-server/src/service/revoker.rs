@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use auth_core::redis::RedisPool;
+use auth_core::redis::{RedisManager, RedisPool};
 use auth_core::revocation::epoch::{self, Epoch, RestoreClaim};
 use auth_core::revocation::{RedisKeys, Revocation, publish, unix_now};
 use prometheus::IntCounterVec;
@@ -13,6 +13,22 @@ use uuid::Uuid;
 
 use crate::error::ApiError;
 use crate::store;
+
+/// How many Redis replicas a revocation waits for (`WAIT`) before it is committed and
+/// acknowledged, so that a failover promoting one of them does not lose it; zero acknowledges what
+/// the primary took. Replicas that do not confirm in time do not fail the request: undoing a
+/// published revocation is impossible (the sidecars may have it already), so it is committed
+/// anyway, and the server's restore after a failover (a new Redis process) republishes it from
+/// PostgreSQL.
+#[derive(Clone)]
+pub struct ReplicaAcks {
+    /// Replicas.
+    pub replicas: u32,
+    /// How long to wait for them.
+    pub timeout: Duration,
+    /// Waits by outcome (`confirmed`, `timed_out`).
+    pub outcomes: IntCounterVec,
+}
 
 /// Records and publishes revocations.
 #[derive(Clone)]
@@ -23,6 +39,7 @@ pub struct Revoker {
     access_ttl: Duration,
     leeway: Duration,
     published: IntCounterVec,
+    replica_acks: ReplicaAcks,
 }
 
 impl Revoker {
@@ -31,9 +48,9 @@ impl Revoker {
         db: PgPool,
         redis: RedisPool,
         keys: RedisKeys,
-        access_ttl: Duration,
-        leeway: Duration,
+        (access_ttl, leeway): (Duration, Duration),
         published: IntCounterVec,
+        replica_acks: ReplicaAcks,
     ) -> Self {
         Self {
             db,
@@ -42,6 +59,7 @@ impl Revoker {
             access_ttl,
             leeway,
             published,
+            replica_acks,
         }
     }
 
@@ -100,7 +118,35 @@ impl Revoker {
         tx: sqlx::Transaction<'_, sqlx::Postgres>,
         revocations: &[Revocation],
     ) -> Result<(), ApiError> {
-        self.publish(revocations).await?;
+        let mut conn = self.redis.get().await?;
+        self.publish_on(&mut conn, revocations).await?;
+        let ReplicaAcks {
+            replicas,
+            timeout,
+            outcomes,
+        } = &self.replica_acks;
+        if *replicas > 0 {
+            // WAIT counts the replicas holding every write this connection made so far.
+            let held: u32 = redis::cmd("WAIT")
+                .arg(*replicas)
+                .arg(u64::try_from(timeout.as_millis()).unwrap_or(u64::MAX).max(1))
+                .query_async(&mut *conn)
+                .await?;
+            let outcome = if held >= *replicas {
+                "confirmed"
+            } else {
+                "timed_out"
+            };
+            outcomes.with_label_values(&[outcome]).inc();
+            if held < *replicas {
+                tracing::warn!(
+                    held,
+                    wanted = replicas,
+                    "too few Redis replicas confirmed a revocation in time"
+                );
+            }
+        }
+        drop(conn);
         tx.commit().await?;
         Ok(())
     }
@@ -131,8 +177,21 @@ impl Revoker {
 
     /// Publishes revocations to Redis now.
     pub async fn publish(&self, revocations: &[Revocation]) -> Result<(), ApiError> {
-        let mut conn = self.redis.get().await?;
-        publish(&mut *conn, &self.keys, revocations, self.access_ttl + self.leeway).await?;
+        self.publish_on(&mut self.redis.get().await?, revocations).await
+    }
+
+    async fn publish_on(
+        &self,
+        conn: &mut bb8::PooledConnection<'_, RedisManager>,
+        revocations: &[Revocation],
+    ) -> Result<(), ApiError> {
+        publish(
+            &mut **conn,
+            &self.keys,
+            revocations,
+            self.access_ttl + self.leeway,
+        )
+        .await?;
         for revocation in revocations {
             self.published
                 .with_label_values(&[revocation.kind.as_str()])
