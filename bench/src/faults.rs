@@ -15,19 +15,20 @@ pub async fn run() -> anyhow::Result<()> {
         rows.push(report);
     }
     println!(
-        "\n| fault | answered during the fault | recovered after the heal (after the injection) | broken promises |"
+        "\n| fault | answered during the fault | recovered after the heal | longest without a success | broken promises |"
     );
-    println!("|---|---|---|---|");
+    println!("|---|---|---|---|---|");
     for report in &rows {
-        let recovery = match (report.recovery, report.outage) {
-            (Some(recovery), Some(outage)) => {
-                format!("{:.2} s ({:.2} s)", recovery.as_secs_f64(), outage.as_secs_f64())
-            }
-            _ => "n/a (lasting)".to_owned(),
+        let (recovery, outage) = match (report.recovery, report.outage) {
+            (Some(recovery), Some((operation, outage))) => (
+                format!("{:.2} s", recovery.as_secs_f64()),
+                format!("{operation} {:.2} s", outage.as_secs_f64()),
+            ),
+            _ => ("n/a (lasting)".to_owned(), "n/a".to_owned()),
         };
         let broken = report.violations.len() + report.lost_registrations.len() + report.revived_tokens;
         println!(
-            "| {} | {} | {recovery} | {broken} |",
+            "| {} | {} | {recovery} | {outage} | {broken} |",
             report.fault.name(),
             report.summary(Phase::During)
         );

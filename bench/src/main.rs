@@ -1,6 +1,7 @@
 //! `platform-bench`: measures the platform on this machine against real PostgreSQL and Redis.
-//! Run it with `cargo run --release -p platform-bench -- <server|verifier|restore|hostile|forgot|faults>`.
+//! Run it with `cargo run --release -p platform-bench -- <server|verifier|restore|hostile|forgot|faults|capacity>`.
 
+mod capacity;
 mod ceiling;
 mod faults;
 mod forgot;
@@ -40,6 +41,9 @@ enum Target {
     Forgot,
     /// Ten faults injected under load: answers during each, recovery times, broken promises.
     Faults,
+    /// The verifier fleet against one Redis: a start-up storm with 100,000 and 1,000,000
+    /// revocations, memory per revocation, and 200 followers' Redis load and propagation.
+    Capacity,
     /// (internal) the trivial ceiling server.
     #[command(hide = true)]
     CeilingTrivial { listen: String },
@@ -64,6 +68,7 @@ fn main() -> anyhow::Result<()> {
             Target::Hostile => hostile::run().await,
             Target::Forgot => forgot::run().await,
             Target::Faults => faults::run().await,
+            Target::Capacity => capacity::run().await,
             Target::CeilingTrivial { listen } => ceiling::serve_trivial(listen).await,
             Target::CeilingSignature { listen, jwks, check } => {
                 ceiling::serve_signature_only(listen, jwks, check).await

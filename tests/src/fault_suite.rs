@@ -113,12 +113,13 @@ pub struct Report {
     pub revived_tokens: usize,
     /// Acknowledged registrations and logouts checked afterwards.
     pub checked: (usize, usize),
-    /// Revoked tokens accepted within the grace (allowed by the contract; reported).
-    pub accepted_within_grace: usize,
+    /// Revoked tokens accepted within the grace (allowed by the contract; reported), and the
+    /// longest after the logout's acknowledgement one was.
+    pub accepted_within_grace: (usize, Duration),
     /// From the heal (or an instantaneous fault) until every operation had succeeded again.
     pub recovery: Option<Duration>,
-    /// From the injection until then.
-    pub outage: Option<Duration>,
+    /// The longest any operation went without a success around the fault, and which one.
+    pub outage: Option<(&'static str, Duration)>,
 }
 
 impl Report {
@@ -151,8 +152,8 @@ impl Report {
             println!("  {label:<7} {}", self.summary(phase));
         }
         let recovery = match (self.recovery, self.outage) {
-            (Some(recovery), Some(outage)) => format!(
-                "{:.2} s after the heal ({:.2} s after the injection)",
+            (Some(recovery), Some((operation, outage))) => format!(
+                "{:.2} s after the heal; longest without a success: {operation} {:.2} s",
                 recovery.as_secs_f64(),
                 outage.as_secs_f64()
             ),
@@ -161,12 +162,14 @@ impl Report {
         };
         println!(
             "  recovery {recovery}; checked afterwards: {} registrations ({} lost), {} revoked tokens \
-             ({} accepted); accepted within the {GRACE:?} grace: {}; violations: {}",
+             ({} accepted); accepted while still propagating (within the {GRACE:?} grace): {}, at \
+             most {:.1} ms after the logout; violations: {}",
             self.checked.0,
             self.lost_registrations.len(),
             self.checked.1,
             self.revived_tokens,
-            self.accepted_within_grace,
+            self.accepted_within_grace.0,
+            self.accepted_within_grace.1.as_secs_f64() * 1000.0,
             if self.violations.is_empty() {
                 "none".to_owned()
             } else {
@@ -485,7 +488,7 @@ pub async fn run(fault: Fault) -> Report {
         checked: (ledger.users().len(), ledger.revoked().len()),
         accepted_within_grace: ledger.accepted_within_grace(),
         recovery: recovered.map(|at| at - healed),
-        outage: recovered.map(|at| at - injected),
+        outage: recovered.and_then(|at| ledger.longest_gap((injected, at))),
     }
 }
 

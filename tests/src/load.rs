@@ -49,7 +49,9 @@ pub struct Ledger {
     users: Mutex<Vec<String>>,
     revoked: Mutex<Vec<(String, Instant)>>,
     last_success: Mutex<BTreeMap<&'static str, Instant>>,
+    successes: Mutex<Vec<(&'static str, Instant)>>,
     accepted_within_grace: AtomicUsize,
+    latest_acceptance: Mutex<Duration>,
 }
 
 impl Ledger {
@@ -78,14 +80,41 @@ impl Ledger {
             .collect()
     }
 
-    /// Revoked tokens a sidecar still accepted within the grace (allowed; reported).
-    pub fn accepted_within_grace(&self) -> usize {
-        self.accepted_within_grace.load(Ordering::Relaxed)
+    /// Revoked tokens a sidecar still accepted within the grace (allowed: the revocation was on
+    /// its way to that sidecar), and the longest after its acknowledgement one still was.
+    pub fn accepted_within_grace(&self) -> (usize, Duration) {
+        (
+            self.accepted_within_grace.load(Ordering::Relaxed),
+            *self.latest_acceptance.lock().unwrap(),
+        )
     }
 
     /// Moves the load into `phase`.
     pub fn enter(&self, phase: Phase) {
         self.phase.store(phase as u8, Ordering::Release);
+    }
+
+    /// The longest time one operation went without a success, over gaps that reach into
+    /// `window` (the fault and its recovery), and that operation.
+    pub fn longest_gap(&self, window: (Instant, Instant)) -> Option<(&'static str, Duration)> {
+        let successes = self.successes.lock().unwrap();
+        OPERATIONS
+            .iter()
+            .filter_map(|operation| {
+                let mut times: Vec<Instant> = successes
+                    .iter()
+                    .filter(|(name, _)| name == operation)
+                    .map(|(_, at)| *at)
+                    .collect();
+                times.sort();
+                times
+                    .windows(2)
+                    .filter(|pair| pair[1] >= window.0 && pair[0] <= window.1)
+                    .map(|pair| pair[1] - pair[0])
+                    .max()
+                    .map(|gap| (*operation, gap))
+            })
+            .max_by_key(|(_, gap)| *gap)
     }
 
     /// When every operation had succeeded again after `since`, if it has.
@@ -277,6 +306,8 @@ impl Worker {
                         ));
                     } else {
                         self.ledger.accepted_within_grace.fetch_add(1, Ordering::Relaxed);
+                        let mut latest = self.ledger.latest_acceptance.lock().unwrap();
+                        *latest = (*latest).max(acknowledged.elapsed());
                     }
                 }
             }
@@ -311,11 +342,9 @@ impl Worker {
         if status != expected {
             return None;
         }
-        self.ledger
-            .last_success
-            .lock()
-            .unwrap()
-            .insert(operation, Instant::now());
+        let now = Instant::now();
+        self.ledger.last_success.lock().unwrap().insert(operation, now);
+        self.ledger.successes.lock().unwrap().push((operation, now));
         Some(response.json().await.unwrap_or(Value::Null))
     }
 }

@@ -9,7 +9,7 @@ use std::path::PathBuf;
 use platform_tests::tools::{
     chart, helm, kubectl, output_of, promtool, render, repository, venv, yaml_documents,
 };
-use serde_json::Value;
+use serde_json::{Value, json};
 
 /// Every `ci/*-values.yaml` scenario of the chart.
 fn scenarios() -> Vec<PathBuf> {
@@ -553,4 +553,107 @@ fn kubernetes_mode_grants_exactly_the_verbs_on_exactly_the_objects_the_server_is
     // Directory mode (the default) grants nothing.
     let default = render(&chart().join("ci/default-values.yaml"), &[]);
     assert!(!default.contains("kind: Role"), "no RBAC without Kubernetes mode");
+}
+
+/// Every container that reads a URL Secret also gets what the production data tier adds to it:
+/// the PostgreSQL CA mounted where the URL names it, the Sentinel addresses, and the Redis CA and
+/// client certificate as files it is told about, mounted from the TLS Secret (the injected sidecar
+/// included, whose volumes come with its template).
+#[test]
+fn the_production_data_tier_reaches_every_container_that_talks_to_postgres_or_redis() {
+    let documents = yaml_documents(&render(&chart().join("ci/production-data-tier-values.yaml"), &[]));
+    let has_env = |container: &Value, name: &str| {
+        container["env"]
+            .as_array()
+            .is_some_and(|env| env.iter().any(|var| var["name"] == name))
+    };
+    let mounts = |container: &Value, volume: &str, path: &str| {
+        container["volumeMounts"].as_array().is_some_and(|all| {
+            all.iter()
+                .any(|mount| mount["name"] == volume && mount["mountPath"] == path)
+        })
+    };
+    let check = |container: &Value, volumes: &[Value], name: &str| {
+        let secret_of = |volume: &str| {
+            volumes
+                .iter()
+                .find(|candidate| candidate["name"] == volume)
+                .map(|found| found["secret"]["secretName"].clone())
+        };
+        if has_env(container, "DATABASE_URL_FILE") {
+            assert!(
+                mounts(
+                    container,
+                    "database-tls",
+                    "/var/run/secrets/auth-platform/database-tls"
+                ),
+                "{name}: the PostgreSQL CA"
+            );
+            assert_eq!(
+                secret_of("database-tls"),
+                Some(json!("auth-platform-database-tls"))
+            );
+        }
+        if has_env(container, "REDIS_URL_FILE") {
+            let prefix = if has_env(container, "AUTH_REDIS_NAMESPACE") {
+                "AUTH_"
+            } else {
+                "VERIFIER_"
+            };
+            assert_eq!(
+                env_value(container, &format!("{prefix}REDIS_SENTINELS")),
+                "redis-sentinel-0.redis:26379,redis-sentinel-1.redis:26379,redis-sentinel-2.redis:26379",
+                "{name}"
+            );
+            for (variable, file) in [
+                ("CA_PATH", "ca.crt"),
+                ("CLIENT_CERT_PATH", "tls.crt"),
+                ("CLIENT_KEY_PATH", "tls.key"),
+            ] {
+                assert_eq!(
+                    env_value(container, &format!("{prefix}REDIS_TLS__{variable}")),
+                    format!("/var/run/secrets/auth-platform/redis-tls/{file}"),
+                    "{name}"
+                );
+            }
+            assert!(
+                mounts(container, "redis-tls", "/var/run/secrets/auth-platform/redis-tls"),
+                "{name}"
+            );
+            assert_eq!(
+                secret_of("redis-tls"),
+                Some(json!("auth-platform-redis-tls")),
+                "{name}"
+            );
+            if prefix == "AUTH_" {
+                assert_eq!(env_value(container, "AUTH_REDIS_WAIT_REPLICAS"), "1");
+            }
+        }
+    };
+    let mut checked = 0;
+    for (name, spec) in pod_specs(&documents) {
+        let volumes = spec["volumes"].as_array().cloned().unwrap_or_default();
+        for container in ["initContainers", "containers"]
+            .iter()
+            .filter_map(|list| spec[list].as_array())
+            .flatten()
+        {
+            check(container, &volumes, &name);
+            checked += 1;
+        }
+    }
+    let injector = documents
+        .iter()
+        .find(|doc| doc["kind"] == "ConfigMap" && doc["data"]["sidecar.json"].is_string())
+        .expect("the injector's sidecar template");
+    let template: Value = serde_json::from_str(injector["data"]["sidecar.json"].as_str().unwrap()).unwrap();
+    check(
+        &template["container"],
+        template["volumes"].as_array().unwrap(),
+        "the injected sidecar",
+    );
+    assert!(
+        checked >= 3,
+        "the server, the migrator and the example app's sidecar"
+    );
 }

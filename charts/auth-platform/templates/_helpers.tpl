@@ -132,9 +132,71 @@ seccompProfile:
     items:
       - key: {{ include "auth-platform.redisSecretKey" . }}
         path: url
+{{- include "auth-platform.tlsVolumes" . }}
 - name: tmp
   emptyDir:
     sizeLimit: 16Mi
+{{- end -}}
+
+{{/* The Secrets with the CA (and client) certificates for PostgreSQL and Redis, when set */}}
+{{- define "auth-platform.tlsVolumes" -}}
+{{- with .Values.database.tlsSecret }}
+- name: database-tls
+  secret:
+    secretName: {{ . }}
+    defaultMode: 0440
+    items:
+      - {key: ca.crt, path: ca.crt}
+{{- end }}
+{{- include "auth-platform.redisTlsVolume" . }}
+{{- end -}}
+
+{{- define "auth-platform.redisTlsVolume" -}}
+{{- with .Values.redis.tlsSecret }}
+- name: redis-tls
+  secret:
+    secretName: {{ . }}
+    defaultMode: 0440
+    items:
+      - {key: ca.crt, path: ca.crt}
+      {{- if $.Values.redis.tlsClientCertificate }}
+      - {key: tls.crt, path: tls.crt}
+      - {key: tls.key, path: tls.key}
+      {{- end }}
+{{- end }}
+{{- end -}}
+
+{{/* Where a program finds Redis beyond its URL ({root, prefix}): Sentinel and TLS files */}}
+{{- define "auth-platform.redisEnv" -}}
+{{- $redis := .root.Values.redis -}}
+{{- with $redis.sentinels }}
+- name: {{ $.prefix }}REDIS_SENTINELS
+  value: {{ join "," . | quote }}
+{{- end }}
+{{- if $redis.tlsSecret }}
+- name: {{ .prefix }}REDIS_TLS__CA_PATH
+  value: /var/run/secrets/auth-platform/redis-tls/ca.crt
+{{- if $redis.tlsClientCertificate }}
+- name: {{ .prefix }}REDIS_TLS__CLIENT_CERT_PATH
+  value: /var/run/secrets/auth-platform/redis-tls/tls.crt
+- name: {{ .prefix }}REDIS_TLS__CLIENT_KEY_PATH
+  value: /var/run/secrets/auth-platform/redis-tls/tls.key
+{{- end }}
+{{- end }}
+{{- end -}}
+
+{{/* The mounts of those Secrets ({root, database, redis}: which ones the container needs) */}}
+{{- define "auth-platform.tlsMounts" -}}
+{{- if and .database .root.Values.database.tlsSecret }}
+- name: database-tls
+  mountPath: /var/run/secrets/auth-platform/database-tls
+  readOnly: true
+{{- end }}
+{{- if and .redis .root.Values.redis.tlsSecret }}
+- name: redis-tls
+  mountPath: /var/run/secrets/auth-platform/redis-tls
+  readOnly: true
+{{- end }}
 {{- end -}}
 
 {{/* The migrator container ({root, name, args}) */}}
@@ -160,6 +222,7 @@ seccompProfile:
     - name: database
       mountPath: /var/run/secrets/auth-platform/database
       readOnly: true
+    {{- include "auth-platform.tlsMounts" (dict "root" .root "database" true) | nindent 4 }}
 {{- end -}}
 
 {{/*
@@ -202,6 +265,7 @@ upstreamPort, serves metrics and health on verifier.ports.admin, and needs the v
       value: {{ .root.Values.redis.namespace | quote }}
     - name: REDIS_URL_FILE
       value: /var/run/secrets/auth-platform/redis/url
+    {{- include "auth-platform.redisEnv" (dict "root" .root "prefix" "VERIFIER_") | nindent 4 }}
     - name: VERIFIER_PUBLIC_PATHS
       value: {{ toJson $v.publicPaths | quote }}
     - name: VERIFIER_RULES
@@ -243,6 +307,7 @@ upstreamPort, serves metrics and health on verifier.ports.admin, and needs the v
       readOnly: true
     - name: tmp
       mountPath: /tmp
+    {{- include "auth-platform.tlsMounts" (dict "root" .root "redis" true) | nindent 4 }}
     {{- if $fromConfigMap }}
     {{- /* The directory, never a subPath: a subPath mount never sees the ConfigMap change. */}}
     - name: jwks
