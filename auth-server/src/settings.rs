@@ -93,6 +93,10 @@ pub struct Settings {
     /// How often every unexpired revocation's key is checked in Redis (and republished if missing).
     #[serde(with = "humantime_serde")]
     pub revocation_resync_interval: Duration,
+    /// How often the snapshot sidecars start from is rewritten (zero: never; they read the whole
+    /// stream then).
+    #[serde(with = "humantime_serde")]
+    pub revocation_snapshot_interval: Duration,
     /// How often Redis is checked for lost revocation state (missing epoch, another process).
     #[serde(with = "humantime_serde")]
     pub revocation_watch_interval: Duration,
@@ -244,6 +248,7 @@ impl Default for Settings {
             trusted_proxy_hops: 0,
             redis_namespace: "auth".to_owned(),
             revocation_resync_interval: Duration::from_secs(60),
+            revocation_snapshot_interval: Duration::from_secs(10),
             revocation_watch_interval: Duration::from_millis(250),
             rate_limits: RateLimits::default(),
             lockout: LockoutSettings::default(),

@@ -10,7 +10,7 @@ use auth_core::http::{HttpMetrics, RequestId};
 use auth_core::listener::{self, BoundListener};
 use auth_core::readiness::{Latch, Readiness};
 use auth_core::redis::RedisCheck;
-use auth_core::revocation::RedisKeys;
+use auth_core::revocation::{FollowerStatus, RedisKeys, RevocationIndex, StreamFollower};
 use auth_core::server::{ConnectionLimits, ListenerMetrics};
 use auth_core::settings::Environment;
 use auth_core::shutdown::{self, Shutdown, ShutdownTrigger};
@@ -49,6 +49,7 @@ pub struct Application {
     kubernetes: Option<Kubernetes>,
     outbox: OutboxWorker,
     cors: crate::api::browser::CorsSettings,
+    snapshots: Option<StreamFollower>,
 }
 
 /// Kubernetes mode's parts: the election and key schedule (running since `build`, stopped by
@@ -146,11 +147,21 @@ impl Application {
         readiness.add_check(SchemaCheck(db.clone()));
         readiness.add_check(RedisCheck {
             pool: redis.clone(),
-            source: redis_source,
+            source: redis_source.clone(),
         });
         let restored = readiness.latch("revocations_restored");
 
         let redis_keys = RedisKeys::new(&settings.redis_namespace);
+        // A follower of its own keeps the snapshot sidecars start from (one replica writes it).
+        let snapshots = (!settings.revocation_snapshot_interval.is_zero()).then(|| {
+            StreamFollower::new(
+                redis_source,
+                redis_keys.clone(),
+                Arc::new(RevocationIndex::default()),
+                Arc::new(FollowerStatus::default()),
+            )
+            .writing_snapshots(settings.revocation_snapshot_interval)
+        });
         let cleanup = Cleanup {
             db: db.clone(),
             settings: settings.cleanup.clone(),
@@ -231,6 +242,7 @@ impl Application {
             kubernetes,
             outbox,
             cors: settings.cors.clone(),
+            snapshots,
         })
     }
 
@@ -258,6 +270,9 @@ impl Application {
         .spawn(shutdown.clone());
         self.outbox.spawn(shutdown.clone());
         self.state.cleanup.clone().spawn(shutdown.clone());
+        if let Some(snapshots) = self.snapshots {
+            tokio::spawn(snapshots.run(shutdown.clone()));
+        }
         let document = crate::api::document(&self.state);
         let http_metrics =
             HttpMetrics::register(&self.registry)?.with_templates(crate::api::route_templates(&document));

@@ -3,7 +3,8 @@
 //! would be), measured for
 //! - a start-up storm: every sidecar (re)starting at once, as in a rolling deploy of all pods,
 //!   with 100,000 and 1,000,000 revocations on the stream — time until all are loaded, Redis CPU
-//!   spent, memory per indexed revocation in a follower and per revocation in Redis;
+//!   spent, memory per indexed revocation in a follower and per revocation in Redis — reading
+//!   the whole stream, and starting from the snapshot the auth server keeps;
 //! - steady state with many followers: Redis CPU idle and under a stream of revocations, and the
 //!   propagation time until the last of them has indexed each one (p50, p99, max).
 
@@ -30,6 +31,11 @@ struct Fleet {
 
 impl Fleet {
     fn start(redis_url: &str, count: usize) -> anyhow::Result<Self> {
+        Self::start_with(redis_url, count, None)
+    }
+
+    /// `count` followers; with `snapshots`, each also writes the snapshot (as the server does).
+    fn start_with(redis_url: &str, count: usize, snapshots: Option<Duration>) -> anyhow::Result<Self> {
         let source = auth_core::redis::RedisSource::new(redis_url, &Default::default(), &[])?;
         let (trigger, shutdown) = shutdown::channel();
         let followers = (0..count)
@@ -42,6 +48,10 @@ impl Fleet {
                     index.clone(),
                     status.clone(),
                 );
+                let follower = match snapshots {
+                    Some(every) => follower.writing_snapshots(every),
+                    None => follower,
+                };
                 tokio::spawn(follower.run(shutdown.clone()));
                 (index, status)
             })
@@ -100,7 +110,24 @@ fn percentile(sorted: &[f64], p: f64) -> f64 {
     sorted[index]
 }
 
-async fn storm(revocations: usize, sidecars: usize) -> anyhow::Result<()> {
+/// Writes the snapshot the way the auth server does (a follower writing it) and waits for it.
+async fn write_snapshot(url: &str, conn: &mut redis::aio::MultiplexedConnection) -> anyhow::Result<usize> {
+    let writer = Fleet::start_with(url, 1, Some(Duration::from_millis(100)))?;
+    let bytes = loop {
+        let stored: Option<Vec<u8>> = redis::cmd("GET")
+            .arg(RedisKeys::default().snapshot())
+            .query_async(conn)
+            .await?;
+        if let Some(bytes) = stored {
+            break bytes.len();
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    writer.stop();
+    Ok(bytes)
+}
+
+async fn storm(revocations: usize, sidecars: usize, snapshot: bool) -> anyhow::Result<()> {
     let redis = RedisServer::start();
     let url = redis.url(0);
     let mut conn = redis::Client::open(url.as_str())?
@@ -109,6 +136,12 @@ async fn storm(revocations: usize, sidecars: usize) -> anyhow::Result<()> {
     let empty = info_field(&mut conn, "memory", "used_memory").await?;
     seed(&mut conn, revocations).await?;
     let seeded = info_field(&mut conn, "memory", "used_memory").await?;
+    let from = if snapshot {
+        let bytes = write_snapshot(&url, &mut conn).await?;
+        format!("from a {:.1} MiB snapshot", bytes as f64 / 1024.0 / 1024.0)
+    } else {
+        "from the stream     ".to_owned()
+    };
     let rss_before = rss_mib(std::process::id());
     let cpu_before = redis_cpu(&mut conn).await?;
     let started = Instant::now();
@@ -125,7 +158,7 @@ async fn storm(revocations: usize, sidecars: usize) -> anyhow::Result<()> {
         cpu * 1e6 / entries,
     );
     println!(
-        "start-up storm: {sidecars:>3} sidecars at once, {revocations:>9} revocations: all loaded in {:>6.2} s; \
+        "start-up storm {from}: {sidecars:>3} sidecars at once, {revocations:>9} revocations: all loaded in {:>6.2} s; \
          Redis CPU {cpu:>6.2} s ({per_entry:.2} µs per entry served); {per_follower:.0} B per indexed revocation \
          in a sidecar; {per_redis:.0} B per revocation in Redis (key + stream entry)",
         took.as_secs_f64(),
@@ -199,7 +232,9 @@ pub async fn run() -> anyhow::Result<()> {
     println!(
         "verifier fleet capacity: release build, followers in this process, one redis-server, 2 shared cores"
     );
-    storm(100_000, 50).await?;
-    storm(1_000_000, 10).await?;
+    for snapshot in [false, true] {
+        storm(100_000, 50, snapshot).await?;
+        storm(1_000_000, 10, snapshot).await?;
+    }
     steady().await
 }

@@ -15,6 +15,7 @@ use tokio_rustls::rustls::ClientConfig;
 use super::epoch::{self, Epoch};
 use super::load_queue::{LoadQueue, Span, entry_id, position};
 use super::range_reader::RangeReader;
+use super::snapshot;
 use super::{RedisKeys, RevocationIndex, RevocationRef, unix_now};
 use crate::readiness::ReadinessCheck;
 use crate::redis::RedisSource;
@@ -117,6 +118,8 @@ pub struct StreamFollower {
     keys: RedisKeys,
     index: Arc<RevocationIndex>,
     status: Arc<FollowerStatus>,
+    // How often this follower writes the snapshot others start from (`None`: never).
+    snapshots: Option<Duration>,
 }
 
 impl StreamFollower {
@@ -132,7 +135,15 @@ impl StreamFollower {
             keys,
             index,
             status,
+            snapshots: None,
         }
+    }
+
+    /// Also writes the snapshot sidecars start from, at most once `every` (the auth server's
+    /// follower does; one replica at a time).
+    pub fn writing_snapshots(mut self, every: Duration) -> Self {
+        self.snapshots = Some(every);
+        self
     }
 
     /// Follows until shutdown, reconnecting with backoff; prunes expired entries as it goes.
@@ -199,12 +210,13 @@ impl StreamFollower {
             position.epoch = None;
         }
         let mut last_prune = unix_now();
+        let mut last_snapshot = std::time::Instant::now();
         loop {
             position.healthy = true;
             match seen.complete() {
                 Some(current) if position.epoch.as_deref() == Some(current) => self.status.heard_from_redis(),
                 Some(current) => {
-                    let last = self.load(&mut conn, &info, &stream).await?;
+                    let last = self.load(&mut conn, &info, &stream, current).await?;
                     position.last_id = Some(last);
                     // Only a load bracketed by the same complete epoch saw the whole state: a flush
                     // and a restore during the load show as a changed epoch.
@@ -224,6 +236,13 @@ impl StreamFollower {
                         );
                     }
                 }
+            }
+            if let (Some(every), Some(current), Some(last_id)) =
+                (self.snapshots, &position.epoch, &position.last_id)
+                && last_snapshot.elapsed() >= every
+            {
+                last_snapshot = std::time::Instant::now();
+                snapshot::store(&mut conn, &self.keys, every, (&self.index, current, last_id)).await?;
             }
             if unix_now() - last_prune >= 30 {
                 last_prune = unix_now();
@@ -262,14 +281,16 @@ impl StreamFollower {
         }
     }
 
-    /// Reads the whole stream (it holds exactly the revocations that can still matter) and
-    /// returns the id to follow from. Several loaders, each on its own connection, share the
-    /// stream's time span (see [`LoadQueue`]), so pages are parsed while Redis produces others.
+    /// Reads the snapshot taken under `epoch`, if there is one, and the stream after it, or else
+    /// the whole stream (it holds exactly the revocations that can still matter); returns the id to
+    /// follow from. Several loaders, each on its own connection, share the stream's time span (see
+    /// [`LoadQueue`]), so pages are parsed while Redis produces others.
     async fn load(
         &self,
         conn: &mut MultiplexedConnection,
         info: &ConnectionInfo,
         stream: &str,
+        epoch: &str,
     ) -> redis::RedisResult<String> {
         let started = std::time::Instant::now();
         let bound = async |command: &str, from: &str, to: &str, conn: &mut MultiplexedConnection| {
@@ -287,13 +308,19 @@ impl StreamFollower {
                     .and_then(|entry| text(entry_parts(entry)?.0)),
             )
         };
-        let first = bound("XRANGE", "-", "+", conn).await?;
+        let resume = snapshot::restore(conn, &self.keys, epoch, &self.index).await?;
+        let after = resume
+            .as_ref()
+            .map_or_else(|| "-".to_owned(), |id| format!("({id}"));
+        let first = bound("XRANGE", &after, "+", conn).await?;
         let last = bound("XREVRANGE", "+", "-", conn).await?;
         let (Some(first), Some(last)) = (first, last) else {
-            return self.loaded(started, EMPTY.to_owned());
+            return self.loaded(started, resume.unwrap_or_else(|| EMPTY.to_owned()));
         };
-        let length: usize = redis::cmd("XLEN").arg(stream).query_async(conn).await?;
-        self.index.reserve(length);
+        if resume.is_none() {
+            let length: usize = redis::cmd("XLEN").arg(stream).query_async(conn).await?;
+            self.index.reserve(length);
+        }
         let (Some(low), Some(high)) = (position(&first), position(&last)) else {
             return Err(std::io::Error::other("the stream holds an entry id that is not ms-seq").into());
         };

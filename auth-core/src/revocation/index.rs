@@ -114,6 +114,59 @@ impl RevocationIndex {
         before - entries.len()
     }
 
+    /// Appends every revocation still mattering at `now` in the compact form of a snapshot
+    /// (`super::snapshot`): per entry a tag, the id (16 bytes for a UUID; a length and the bytes
+    /// for a `kid`), `before` for users, and `until`, little-endian.
+    pub fn encode_into(&self, now: i64, out: &mut Vec<u8>) {
+        let entries = self
+            .entries
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let live = |until: &&i64| **until >= now;
+        for (tag, map) in [(TAG_TOKEN, &entries.tokens), (TAG_SESSION, &entries.sessions)] {
+            for (id, until) in map.iter().filter(|(_, until)| live(until)) {
+                out.push(tag);
+                out.extend_from_slice(id.as_bytes());
+                out.extend_from_slice(&until.to_le_bytes());
+            }
+        }
+        for (id, (before, until)) in entries.users.iter().filter(|(_, (_, until))| *until >= now) {
+            out.push(TAG_USER);
+            out.extend_from_slice(id.as_bytes());
+            out.extend_from_slice(&before.to_le_bytes());
+            out.extend_from_slice(&until.to_le_bytes());
+        }
+        for (kid, until) in entries.keys.iter().filter(|(_, until)| live(until)) {
+            let Ok(length) = u16::try_from(kid.len()) else {
+                continue;
+            };
+            out.push(TAG_KEY);
+            out.extend_from_slice(&length.to_le_bytes());
+            out.extend_from_slice(kid.as_bytes());
+            out.extend_from_slice(&until.to_le_bytes());
+        }
+    }
+
+    /// Adds the revocations of an encoded snapshot body and returns how many; `None` (and nothing
+    /// added) when any of it is malformed.
+    pub fn apply_encoded(&self, body: &[u8]) -> Option<usize> {
+        let count = decode(body, |_| {})?;
+        let mut entries = self
+            .entries
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        decode(body, |record| match record {
+            Record::Token(id, until) => keep_later(entries.tokens.entry(id).or_insert(until), until),
+            Record::Session(id, until) => keep_later(entries.sessions.entry(id).or_insert(until), until),
+            Record::User(id, before, until) => {
+                let slot = entries.users.entry(id).or_insert((before, until));
+                *slot = (slot.0.max(before), slot.1.max(until));
+            }
+            Record::Key(kid, until) => keep_later(entries.keys.entry(kid.to_owned()).or_insert(until), until),
+        })?;
+        Some(count)
+    }
+
     /// How many revocations are indexed.
     pub fn len(&self) -> usize {
         self.entries
@@ -132,6 +185,52 @@ impl Entries {
     fn len(&self) -> usize {
         self.tokens.len() + self.sessions.len() + self.users.len() + self.keys.len()
     }
+}
+
+const TAG_TOKEN: u8 = 1;
+const TAG_SESSION: u8 = 2;
+const TAG_USER: u8 = 3;
+const TAG_KEY: u8 = 4;
+
+/// One record of an encoded snapshot body.
+enum Record<'a> {
+    Token(Uuid, i64),
+    Session(Uuid, i64),
+    User(Uuid, i64, i64),
+    Key(&'a str, i64),
+}
+
+/// Walks an encoded body, handing each record to `each`; the count, or `None` when malformed.
+fn decode<'a>(mut body: &'a [u8], mut each: impl FnMut(Record<'a>)) -> Option<usize> {
+    fn take<'a>(body: &mut &'a [u8], length: usize) -> Option<&'a [u8]> {
+        let (head, rest) = body.split_at_checked(length)?;
+        *body = rest;
+        Some(head)
+    }
+    fn number(body: &mut &[u8]) -> Option<i64> {
+        Some(i64::from_le_bytes(take(body, 8)?.try_into().ok()?))
+    }
+    fn uuid(body: &mut &[u8]) -> Option<Uuid> {
+        Uuid::from_slice(take(body, 16)?).ok()
+    }
+    let mut count = 0;
+    while let Some((&tag, rest)) = body.split_first() {
+        body = rest;
+        let record = match tag {
+            TAG_TOKEN => Record::Token(uuid(&mut body)?, number(&mut body)?),
+            TAG_SESSION => Record::Session(uuid(&mut body)?, number(&mut body)?),
+            TAG_USER => Record::User(uuid(&mut body)?, number(&mut body)?, number(&mut body)?),
+            TAG_KEY => {
+                let length = u16::from_le_bytes(take(&mut body, 2)?.try_into().ok()?);
+                let kid = std::str::from_utf8(take(&mut body, usize::from(length))?).ok()?;
+                Record::Key(kid, number(&mut body)?)
+            }
+            _ => return None,
+        };
+        each(record);
+        count += 1;
+    }
+    Some(count)
 }
 
 #[cfg(test)]

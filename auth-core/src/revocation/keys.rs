@@ -51,6 +51,16 @@ impl RedisKeys {
         format!("{}:revocations:epoch", self.namespace)
     }
 
+    /// `{ns}:revocations:snapshot`: the compact snapshot sidecars start from (see `snapshot`).
+    pub fn snapshot(&self) -> String {
+        format!("{}:revocations:snapshot", self.namespace)
+    }
+
+    /// `{ns}:revocations:snapshot:lease`: held by the replica writing the snapshot.
+    pub fn snapshot_lease(&self) -> String {
+        format!("{}:revocations:snapshot:lease", self.namespace)
+    }
+
     /// `{ns}:revocations:resync`: a lease held by the replica running the periodic re-check.
     pub fn resync_lease(&self) -> String {
         format!("{}:revocations:resync", self.namespace)

@@ -12,6 +12,7 @@ mod load_queue;
 mod lookup;
 mod publish;
 mod range_reader;
+pub mod snapshot;
 
 pub use entry::{Revocation, RevocationKind, RevocationRef};
 pub use epoch::Epoch;

@@ -74,3 +74,58 @@ fn keys_follow_the_namespace_scheme() {
         "auth:ratelimit:{login:1.2.3.4}"
     );
 }
+
+#[test]
+fn a_snapshot_carries_every_live_revocation_of_every_kind_and_its_position() {
+    let now = unix_now();
+    let index = RevocationIndex::default();
+    let (jti, sid, user) = (Uuid::new_v4(), Uuid::new_v4(), Uuid::new_v4());
+    index.apply(&[
+        Revocation::token(jti, now + 900),
+        Revocation::session(sid, now + 900),
+        Revocation::user(user, now - 5, now + 900),
+        Revocation::key("k-compromised", now + 900),
+        Revocation::token(Uuid::new_v4(), now - 1),
+    ]);
+    let bytes = snapshot::encode(&index, "epoch-1", "1700000000000-3");
+    let (epoch, last_id, body) = snapshot::parse(&bytes).expect("a snapshot");
+    assert_eq!((epoch, last_id), ("epoch-1", "1700000000000-3"));
+
+    let copy = RevocationIndex::default();
+    assert_eq!(copy.apply_encoded(body), Some(4), "the expired token is left out");
+    let mut probe = token(now - 1);
+    probe.claims.jti = jti;
+    assert_eq!(copy.revoked_by(&probe), Some(RevocationKind::Token));
+    let mut probe = token(now - 1);
+    probe.claims.sid = sid;
+    assert_eq!(copy.revoked_by(&probe), Some(RevocationKind::Session));
+    let mut probe = token(now - 10);
+    probe.claims.sub = user;
+    assert_eq!(copy.revoked_by(&probe), Some(RevocationKind::User));
+    probe.claims.iat = now;
+    assert_eq!(copy.revoked_by(&probe), None, "issued after the user's instant");
+    let mut probe = token(now);
+    probe.kid = "k-compromised".into();
+    assert_eq!(copy.revoked_by(&probe), Some(RevocationKind::Key));
+}
+
+#[test]
+fn a_malformed_snapshot_adds_nothing() {
+    let index = RevocationIndex::default();
+    index.apply(&[Revocation::token(Uuid::new_v4(), unix_now() + 900)]);
+    let bytes = snapshot::encode(&index, "e", "1-0");
+    let (_, _, body) = snapshot::parse(&bytes).unwrap();
+    let copy = RevocationIndex::default();
+    for broken in [&body[..body.len() - 1], &[9u8, 0, 0][..]] {
+        assert_eq!(copy.apply_encoded(broken), None);
+    }
+    let mut two = body.to_vec();
+    two.extend_from_slice(&body[..10]);
+    assert_eq!(
+        copy.apply_encoded(&two),
+        None,
+        "a truncated second record spoils the whole"
+    );
+    assert!(copy.is_empty());
+    assert!(snapshot::parse(b"something else").is_none());
+}

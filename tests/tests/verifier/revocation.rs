@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use auth_core::revocation::{RedisKeys, Revocation, publish, unix_now};
+use auth_core::revocation::{RedisKeys, Revocation, publish, snapshot, unix_now};
 use jsonwebtoken::Algorithm;
 use platform_tests::RedisServer;
 use platform_tests::keys::{TestKeys, claims};
@@ -353,4 +353,109 @@ async fn a_users_revocation_instant_never_moves_backwards() {
         .unwrap();
     assert_eq!(before, now, "the later instant stays");
     assert!(ttl > 850, "the longer expiry stays ({ttl} s)");
+}
+
+/// A sidecar starts from the server's compact snapshot and reads only the stream after it. Proved
+/// by emptying the stream once the snapshot covers it: a revocation only the snapshot still holds
+/// is honoured, and so is one published after it (the stream's tail). A snapshot of another epoch
+/// is never used: then only the stream counts (which, emptied by hand here, no longer holds the
+/// first revocation — the test's own doing, not a state Redis reaches by itself).
+#[tokio::test(flavor = "multi_thread")]
+async fn a_sidecar_starts_from_the_servers_snapshot_and_reads_only_the_stream_after_it() {
+    let server = platform_tests::server::spawn_server_with(|settings| {
+        settings.revocation_snapshot_interval = Duration::from_secs(3);
+    })
+    .await;
+    let user = server.new_user().await;
+    let (first, second, kept) = (
+        server.login(&user).await,
+        server.login(&user).await,
+        server.login(&user).await,
+    );
+    assert_eq!(server.logout(&first.access).await.status(), 204);
+    let keys = RedisKeys::default();
+    let mut conn = server.redis().await;
+    let stream_last = {
+        let newest: redis::Value = redis::cmd("XREVRANGE")
+            .arg(keys.stream())
+            .arg("+")
+            .arg("-")
+            .arg("COUNT")
+            .arg(1)
+            .query_async(&mut conn)
+            .await
+            .unwrap();
+        let redis::Value::Array(entries) = newest else {
+            panic!("a reply")
+        };
+        let redis::Value::Array(entry) = &entries[0] else {
+            panic!("an entry")
+        };
+        let redis::Value::BulkString(id) = &entry[0] else {
+            panic!("an id")
+        };
+        String::from_utf8(id.clone()).unwrap()
+    };
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let stored: Option<Vec<u8>> = redis::cmd("GET")
+            .arg(keys.snapshot())
+            .query_async(&mut conn)
+            .await
+            .unwrap();
+        if let Some((_, last_id, _)) = stored.as_deref().and_then(snapshot::parse)
+            && last_id == stream_last
+        {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the server wrote no snapshot"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let _: i64 = redis::cmd("XTRIM")
+        .arg(keys.stream())
+        .arg("MAXLEN")
+        .arg(0)
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    assert_eq!(server.logout(&second.access).await.status(), 204);
+
+    let sidecar = start_verifier(settings_for(&server, |_| {}), true).await;
+    assert_eq!(
+        sidecar.verify(&first.access).await.status(),
+        401,
+        "from the snapshot"
+    );
+    assert_eq!(
+        sidecar.verify(&second.access).await.status(),
+        401,
+        "from the stream after it"
+    );
+    assert_eq!(sidecar.verify(&kept.access).await.status(), 200);
+
+    let foreign = snapshot::encode(
+        &auth_core::revocation::RevocationIndex::default(),
+        "another-epoch",
+        "0-0",
+    );
+    let () = redis::cmd("SET")
+        .arg(keys.snapshot())
+        .arg(foreign)
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    let other = start_verifier(settings_for(&server, |_| {}), true).await;
+    assert_eq!(
+        other.verify(&second.access).await.status(),
+        401,
+        "the stream is read in full"
+    );
+    assert_eq!(
+        other.verify(&first.access).await.status(),
+        200,
+        "the snapshot of another epoch was not used"
+    );
 }
