@@ -222,7 +222,9 @@ seccompProfile:
     - name: database
       mountPath: /var/run/secrets/auth-platform/database
       readOnly: true
-    {{- include "auth-platform.tlsMounts" (dict "root" .root "database" true) | nindent 4 }}
+    {{- with include "auth-platform.tlsMounts" (dict "root" .root "database" true) }}
+    {{- . | nindent 4 }}
+    {{- end }}
 {{- end -}}
 
 {{/*
@@ -265,7 +267,9 @@ upstreamPort, serves metrics and health on verifier.ports.admin, and needs the v
       value: {{ .root.Values.redis.namespace | quote }}
     - name: REDIS_URL_FILE
       value: /var/run/secrets/auth-platform/redis/url
-    {{- include "auth-platform.redisEnv" (dict "root" .root "prefix" "VERIFIER_") | nindent 4 }}
+    {{- with include "auth-platform.redisEnv" (dict "root" .root "prefix" "VERIFIER_") }}
+    {{- . | nindent 4 }}
+    {{- end }}
     - name: VERIFIER_PUBLIC_PATHS
       value: {{ toJson $v.publicPaths | quote }}
     - name: VERIFIER_RULES
@@ -307,7 +311,9 @@ upstreamPort, serves metrics and health on verifier.ports.admin, and needs the v
       readOnly: true
     - name: tmp
       mountPath: /tmp
-    {{- include "auth-platform.tlsMounts" (dict "root" .root "redis" true) | nindent 4 }}
+    {{- with include "auth-platform.tlsMounts" (dict "root" .root "redis" true) }}
+    {{- . | nindent 4 }}
+    {{- end }}
     {{- if $fromConfigMap }}
     {{- /* The directory, never a subPath: a subPath mount never sees the ConfigMap change. */}}
     - name: jwks
