@@ -17,6 +17,7 @@ use auth_core::revocation::{
 use auth_core::shutdown::{self, ShutdownTrigger};
 use platform_tests::RedisServer;
 
+use crate::load::percentile;
 use crate::verifier::rss_mib;
 
 const STEADY_FOLLOWERS: usize = 200;
@@ -98,16 +99,6 @@ async fn seed(conn: &mut redis::aio::MultiplexedConnection, count: usize) -> any
         publish(conn, &RedisKeys::default(), &batch, RETENTION).await?;
     }
     Ok(())
-}
-
-fn percentile(sorted: &[f64], p: f64) -> f64 {
-    #[allow(
-        clippy::cast_possible_truncation,
-        clippy::cast_sign_loss,
-        clippy::cast_precision_loss
-    )]
-    let index = ((sorted.len() - 1) as f64 * p).round() as usize;
-    sorted[index]
 }
 
 /// Writes the snapshot the way the auth server does (a follower writing it) and waits for it.

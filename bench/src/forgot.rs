@@ -7,20 +7,10 @@ use std::time::Instant;
 use bytes::Bytes;
 use serde_json::json;
 
-use crate::load::{Connection, request};
+use crate::load::{Connection, percentile, request};
 use crate::platform::start_auth_server;
 
 const ROUNDS: usize = 400;
-
-fn percentile(sorted: &[f64], p: f64) -> f64 {
-    #[allow(
-        clippy::cast_possible_truncation,
-        clippy::cast_sign_loss,
-        clippy::cast_precision_loss
-    )]
-    let index = ((sorted.len() - 1) as f64 * p).round() as usize;
-    sorted[index]
-}
 
 /// Runs the comparison and prints it.
 pub async fn run() -> anyhow::Result<()> {

@@ -142,3 +142,14 @@ pub fn request(
     }
     builder.body(Full::new(body)).expect("a valid request")
 }
+
+/// The `p` quantile (0–1) of ascending `sorted` samples (nearest rank).
+pub fn percentile(sorted: &[f64], p: f64) -> f64 {
+    #[allow(
+        clippy::cast_possible_truncation,
+        clippy::cast_sign_loss,
+        clippy::cast_precision_loss
+    )]
+    let index = ((sorted.len() - 1) as f64 * p).round() as usize;
+    sorted[index]
+}

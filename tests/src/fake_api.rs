@@ -253,20 +253,7 @@ impl FakeApi {
         let app = Route::new().at("/*path", handler_for(api));
         listener.set_nonblocking(true).expect("non-blocking");
         let listener = tokio::net::TcpListener::from_std(listener).expect("a listener");
-        tokio::spawn(async move {
-            let registry = prometheus::Registry::new();
-            let [metrics] =
-                auth_core::server::ListenerMetrics::register(&registry, ["fake_api"]).expect("metrics");
-            let _ = auth_core::server::serve(
-                listener,
-                app,
-                auth_core::server::ConnectionLimits::default(),
-                metrics,
-                std::future::pending::<()>(),
-                None,
-            )
-            .await;
-        })
+        crate::process::serve_in_background(listener, app)
     }
 
     /// A kubeconfig file pointing at `url`, with `namespace` as the default.

@@ -229,20 +229,7 @@ impl JwksRelay {
             .await
             .expect("a port");
         let url = format!("http://{}/jwks.json", listener.local_addr().expect("an address"));
-        let task = tokio::spawn(async move {
-            let registry = prometheus::Registry::new();
-            let [metrics] =
-                auth_core::server::ListenerMetrics::register(&registry, ["jwks"]).expect("metrics");
-            let _ = auth_core::server::serve(
-                listener,
-                app,
-                auth_core::server::ConnectionLimits::default(),
-                metrics,
-                std::future::pending::<()>(),
-                None,
-            )
-            .await;
-        });
+        let task = crate::process::serve_in_background(listener, app);
         Self {
             url,
             down,

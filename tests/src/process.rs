@@ -132,3 +132,26 @@ pub fn redis_command(port: u16, command: &str) -> std::io::Result<String> {
     }
     Ok(String::from_utf8_lossy(&reply).trim_end().to_owned())
 }
+
+/// Serves `endpoint` on `listener` with the platform's own HTTP server (as the programs do) until
+/// the returned task is dropped or aborted.
+pub fn serve_in_background<E>(listener: tokio::net::TcpListener, endpoint: E) -> tokio::task::JoinHandle<()>
+where
+    E: poem::IntoEndpoint + Send + 'static,
+    E::Endpoint: 'static,
+{
+    tokio::spawn(async move {
+        let registry = prometheus::Registry::new();
+        let [metrics] =
+            auth_core::server::ListenerMetrics::register(&registry, ["test"]).expect("fresh metrics");
+        let _ = auth_core::server::serve(
+            listener,
+            endpoint,
+            auth_core::server::ConnectionLimits::default(),
+            metrics,
+            std::future::pending::<()>(),
+            None,
+        )
+        .await;
+    })
+}
