@@ -10,7 +10,7 @@ use sqlx::Connection;
 use auth_core::redis::{RedisSource, RedisTls};
 use platform_tests::command::run;
 use platform_tests::postgres::{PostgresServer, server};
-use platform_tests::process::free_port;
+use platform_tests::process::{free_port, redis_command};
 use platform_tests::server::start;
 use platform_tests::service::RunningService;
 use platform_tests::tls::TestPki;
@@ -134,8 +134,16 @@ async fn the_server_and_the_sidecar_work_over_tls_to_both_dependencies() {
     let migrated = run("migrator", &["up"], &[("DATABASE_URL", &database_url)]).await;
     assert_eq!(migrated.code, 0, "{}", migrated.stderr);
     let tls_port = free_port();
-    let _redis = RedisServer::start_tls(&pki, tls_port, true);
+    let redis = RedisServer::start_tls(&pki, tls_port, true);
     let redis_url = format!("rediss://127.0.0.1:{tls_port}/0");
+    // The sidecars' ACL user may only read the platform's keys: a sidecar's credential cannot
+    // write a revocation away.
+    let created = redis_command(
+        redis.port(),
+        "ACL SETUSER sidecar on >sidecar-secret resetkeys ~auth:* resetchannels -@all +@read +@connection",
+    );
+    assert_eq!(created.ok().as_deref(), Some("+OK"));
+    let sidecar_url = format!("rediss://sidecar:sidecar-secret@127.0.0.1:{tls_port}/0");
     let db = TestDatabase {
         name: "postgres".to_owned(),
         url: database_url,
@@ -145,7 +153,7 @@ async fn the_server_and_the_sidecar_work_over_tls_to_both_dependencies() {
     })
     .await;
     let sidecar = || {
-        let mut settings = verifier_settings(&format!("{}/.well-known/jwks.json", server.url), &redis_url);
+        let mut settings = verifier_settings(&format!("{}/.well-known/jwks.json", server.url), &sidecar_url);
         settings.redis_tls = redis_tls(&pki, "ca.pem", true);
         start_verifier(settings, true)
     };
@@ -163,6 +171,21 @@ async fn the_server_and_the_sidecar_work_over_tls_to_both_dependencies() {
     assert_eq!(late.verify(&user.access).await.status(), 401);
     let other = server.new_user().await;
     assert_eq!(late.verify(&other.access).await.status(), 200);
+
+    let source = RedisSource::new(&sidecar_url, &redis_tls(&pki, "ca.pem", true), &[]).unwrap();
+    let mut conn = source
+        .primary()
+        .await
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap();
+    let erased = redis::cmd("DEL")
+        .arg("auth:revocations")
+        .query_async::<i64>(&mut conn)
+        .await
+        .unwrap_err();
+    assert!(erased.to_string().to_lowercase().contains("noperm"), "{erased}");
 }
 
 #[tokio::test]
