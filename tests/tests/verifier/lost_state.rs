@@ -366,3 +366,86 @@ async fn redis_restarted_from_an_older_snapshot_is_restored_under_a_new_epoch() 
             .contains("auth_server_revocation_restores_total{trigger=\"redis_replaced\"} 1")
     );
 }
+
+/// After a failover the new primary may lack the newest entries the old one had, and its clock may
+/// be behind, so its next entry ids sort before the follower's position: resuming there would
+/// skip them for good. The follower notices that the stream no longer holds its last entry and
+/// reads the stream again. Simulated exactly: the same epoch (replicated), the newest entry
+/// missing, and a new revocation with an id below the follower's position.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_follower_whose_position_the_new_primary_lacks_reads_the_stream_again() {
+    use auth_core::revocation::{
+        FollowerStatus, Revocation, RevocationIndex, StreamFollower, publish, unix_now,
+    };
+    let mut redis = RedisServer::start();
+    let url = redis.url(0);
+    let connect = async || {
+        redis::Client::open(url.as_str())
+            .unwrap()
+            .get_multiplexed_async_connection()
+            .await
+            .unwrap()
+    };
+    let keys = RedisKeys::default();
+    let mut conn = connect().await;
+    platform_tests::redis::mark_restored(&mut conn).await;
+    let epoch: String = redis::cmd("GET")
+        .arg(keys.epoch())
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    let retention = Duration::from_secs(930);
+    let revocation = || Revocation::token(uuid::Uuid::new_v4(), unix_now() + 900);
+    publish(&mut conn, &keys, &[revocation()], retention)
+        .await
+        .unwrap();
+    let first_id: Vec<(String, Vec<(String, String)>)> = redis::cmd("XRANGE")
+        .arg(keys.stream())
+        .arg("-")
+        .arg("+")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    let first_ms: u64 = first_id[0].0.split('-').next().unwrap().parse().unwrap();
+
+    let index = Arc::new(RevocationIndex::default());
+    let status = Arc::new(FollowerStatus::default());
+    let source = auth_core::redis::RedisSource::new(&url, &Default::default(), &[]).unwrap();
+    let (trigger, shutdown) = auth_core::shutdown::channel();
+    tokio::spawn(StreamFollower::new(source, keys.clone(), index.clone(), status.clone()).run(shutdown));
+    let until = async |count: usize| {
+        let deadline = Instant::now() + BOUND;
+        while index.len() < count {
+            assert!(
+                Instant::now() < deadline,
+                "the index never held {count} revocations"
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    };
+    until(1).await;
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    publish(&mut conn, &keys, &[revocation()], retention)
+        .await
+        .unwrap();
+    until(2).await;
+
+    redis.restart();
+    let mut conn = connect().await;
+    let () = redis::cmd("SET")
+        .arg(keys.epoch())
+        .arg(&epoch)
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    let behind = revocation();
+    let mut add = redis::cmd("XADD");
+    add.arg(keys.stream()).arg(format!("{}-0", first_ms + 1));
+    for (field, value) in behind.stream_fields() {
+        add.arg(field).arg(value);
+    }
+    let _: String = add.query_async(&mut conn).await.unwrap();
+    until(3).await;
+    assert!(status.loads() >= 2, "read again, not resumed");
+    trigger.trigger();
+}
