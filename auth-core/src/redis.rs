@@ -17,6 +17,7 @@ use serde::Deserialize;
 use tokio_rustls::rustls::ClientConfig;
 
 use crate::readiness::ReadinessCheck;
+use crate::settings::SettingsError;
 
 /// A pool of multiplexed Redis connections to the primary.
 pub type RedisPool = bb8::Pool<RedisManager>;
@@ -25,7 +26,7 @@ pub type RedisPool = bb8::Pool<RedisManager>;
 const SENTINEL_TIMEOUT: Duration = Duration::from_millis(500);
 
 /// Whether `url` is a usable Redis URL; the message never repeats the URL (it may hold a password).
-pub fn validate_url(url: &str) -> Result<(), String> {
+fn validate_url(url: &str) -> Result<(), String> {
     url.into_connection_info().map(|_| ()).map_err(|_| {
         "not a valid Redis URL (expected redis[s]://[user:password@]host[:port][/db])".to_owned()
     })
@@ -33,7 +34,7 @@ pub fn validate_url(url: &str) -> Result<(), String> {
 
 /// Whether every Sentinel address is usable (`host:port`, or a `redis[s]://` URL that may carry
 /// the sentinels' password); the message never repeats one.
-pub fn validate_sentinels(addresses: &[String]) -> Result<(), String> {
+fn validate_sentinels(addresses: &[String]) -> Result<(), String> {
     addresses
         .iter()
         .try_for_each(|address| sentinel_info(address).map(|_| ()))
@@ -159,6 +160,21 @@ impl RedisSource {
             tls: rustls,
             sentinel,
         })))
+    }
+
+    /// The source a program's settings describe (`REDIS_URL`, `{prefix}REDIS_SENTINELS`,
+    /// `{prefix}REDIS_TLS__…`), a problem reported under the setting that has it.
+    pub fn from_settings(
+        prefix: &str,
+        url: &str,
+        tls: &RedisTls,
+        sentinels: &[String],
+    ) -> Result<Self, SettingsError> {
+        validate_url(url).map_err(|problem| SettingsError::new("REDIS_URL", problem))?;
+        validate_sentinels(sentinels)
+            .map_err(|problem| SettingsError::new(&format!("{prefix}REDIS_SENTINELS"), problem))?;
+        Self::new(url, tls, sentinels)
+            .map_err(|error| SettingsError::new(&format!("{prefix}REDIS_TLS"), format!("{error:#}")))
     }
 
     /// Whether the primary is found through Sentinel.

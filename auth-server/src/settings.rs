@@ -273,12 +273,12 @@ impl Default for Settings {
 impl Settings {
     /// Where these settings say Redis is.
     pub fn redis_source(&self) -> Result<RedisSource, SettingsError> {
-        RedisSource::new(
+        RedisSource::from_settings(
+            "AUTH_",
             self.redis_url.expose_secret(),
             &self.redis_tls,
             &self.redis_sentinels,
         )
-        .map_err(|error| SettingsError::new("AUTH_REDIS_TLS", format!("{error:#}")))
     }
 
     /// The replica acknowledgement revocations wait for, counting its outcomes in `outcomes`.
@@ -321,10 +321,6 @@ fn positive(name: &str, duration: Duration) -> Result<(), SettingsError> {
 impl Validate for Settings {
     fn validate(&self) -> Result<(), SettingsError> {
         self.database_options()?;
-        auth_core::redis::validate_url(self.redis_url.expose_secret())
-            .map_err(|problem| SettingsError::new("REDIS_URL", problem))?;
-        auth_core::redis::validate_sentinels(&self.redis_sentinels)
-            .map_err(|problem| SettingsError::new("AUTH_REDIS_SENTINELS", problem))?;
         self.redis_source()?;
         for (name, addr) in [
             ("AUTH_LISTEN", &self.listen),

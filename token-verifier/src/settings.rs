@@ -184,21 +184,17 @@ fn http_url(name: &str, url: &str) -> Result<(), SettingsError> {
 impl Settings {
     /// Where these settings say Redis is.
     pub fn redis_source(&self) -> Result<RedisSource, SettingsError> {
-        RedisSource::new(
+        RedisSource::from_settings(
+            "VERIFIER_",
             self.redis_url.expose_secret(),
             &self.redis_tls,
             &self.redis_sentinels,
         )
-        .map_err(|error| SettingsError::new("VERIFIER_REDIS_TLS", format!("{error:#}")))
     }
 }
 
 impl Validate for Settings {
     fn validate(&self) -> Result<(), SettingsError> {
-        auth_core::redis::validate_url(self.redis_url.expose_secret())
-            .map_err(|problem| SettingsError::new("REDIS_URL", problem))?;
-        auth_core::redis::validate_sentinels(&self.redis_sentinels)
-            .map_err(|problem| SettingsError::new("VERIFIER_REDIS_SENTINELS", problem))?;
         self.redis_source()?;
         for (name, addr) in [
             ("VERIFIER_LISTEN", &self.listen),
