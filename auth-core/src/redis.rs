@@ -102,7 +102,14 @@ struct Source {
     certificates: Option<TlsCertificates>,
     // For connections made without redis-rs (the bulk stream reader); `None` for plain TCP.
     tls: Option<Arc<ClientConfig>>,
-    sentinel: Option<Sentinel>,
+    target: Target,
+}
+
+enum Target {
+    // One address: the one client (its certificates parsed once).
+    Direct(redis::Client),
+    // The primary the sentinels name.
+    Sentinel(Sentinel),
 }
 
 struct Sentinel {
@@ -129,8 +136,8 @@ impl RedisSource {
             .then(|| crate::tls::client_config(tls.ca_path.as_deref(), tls.identity()?))
             .transpose()?
             .map(Arc::new);
-        let sentinel = match sentinels {
-            [] => None,
+        let target = match sentinels {
+            [] => Target::Direct(client(info.clone(), certificates.as_ref())?),
             addresses => {
                 let (ConnectionAddr::Tcp(master, _) | ConnectionAddr::TcpTls { host: master, .. }) =
                     info.addr()
@@ -145,20 +152,17 @@ impl RedisSource {
                         client(info, certificates.as_ref().filter(|_| encrypted))
                     })
                     .collect::<anyhow::Result<_>>()?;
-                Some(Sentinel {
+                Target::Sentinel(Sentinel {
                     master: master.clone(),
                     sentinels,
                 })
             }
         };
-        if sentinel.is_none() {
-            client(info.clone(), certificates.as_ref())?;
-        }
         Ok(Self(Arc::new(Source {
             info,
             certificates,
             tls: rustls,
-            sentinel,
+            target,
         })))
     }
 
@@ -178,8 +182,8 @@ impl RedisSource {
     }
 
     /// Whether the primary is found through Sentinel.
-    pub fn is_sentinel(&self) -> bool {
-        self.0.sentinel.is_some()
+    fn is_sentinel(&self) -> bool {
+        matches!(self.0.target, Target::Sentinel(_))
     }
 
     /// The TLS configuration for connections made without redis-rs; `None` over plain TCP.
@@ -190,8 +194,9 @@ impl RedisSource {
     /// The client for the primary: the URL's, or the one the first answering sentinel names now,
     /// once that server confirms it is the primary (a sentinel may lag behind a failover).
     pub async fn primary(&self) -> RedisResult<redis::Client> {
-        let Some(sentinel) = &self.0.sentinel else {
-            return client(self.0.info.clone(), self.0.certificates.as_ref()).map_err(config_error);
+        let sentinel = match &self.0.target {
+            Target::Direct(client) => return Ok(client.clone()),
+            Target::Sentinel(sentinel) => sentinel,
         };
         let mut last_error = RedisError::from((ErrorKind::Io, "no sentinel answered"));
         for node in &sentinel.sentinels {
@@ -326,12 +331,11 @@ impl bb8::ManageConnection for RedisManager {
 
 /// A pool that connects lazily, so a program can start (and report not ready) while Redis is down.
 pub fn pool(source: &RedisSource, max_size: u32, timeout: Duration) -> RedisResult<RedisPool> {
-    let manager = if source.is_sentinel() {
-        RedisManager::Sentinel(source.clone())
-    } else {
-        let primary = client(source.0.info.clone(), source.0.certificates.as_ref()).map_err(config_error)?;
-        let manager = RedisConnectionManager::new(primary.get_connection_info().clone())?;
-        RedisManager::Direct(Box::new(manager))
+    let manager = match &source.0.target {
+        Target::Sentinel(_) => RedisManager::Sentinel(source.clone()),
+        Target::Direct(client) => RedisManager::Direct(Box::new(RedisConnectionManager::new(
+            client.get_connection_info().clone(),
+        )?)),
     };
     Ok(bb8::Pool::builder()
         .max_size(max_size)
