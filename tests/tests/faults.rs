@@ -112,6 +112,14 @@ async fn survives(fault: Fault) -> Report {
     report
 }
 
+/// Whether the server refused one of its operations with 503 during the fault (which ones depends
+/// on where each client was when it began).
+fn server_refused_during(report: &Report) -> bool {
+    ["register", "login", "refresh", "logout"]
+        .iter()
+        .any(|operation| answered_during(report, &format!("{operation} 503")))
+}
+
 fn answered_during(report: &Report, answer: &str) -> bool {
     report
         .summary(Phase::During)
@@ -129,7 +137,7 @@ async fn redis_frozen_past_every_timeout() {
     let report = survives(Fault::RedisFrozen).await;
     assert!(answered_during(&report, "verify 503"), "the sidecars fail closed");
     assert!(
-        answered_during(&report, "register 503"),
+        server_refused_during(&report),
         "the server refuses what it cannot do"
     );
 }
@@ -152,7 +160,10 @@ async fn postgres_restarted() {
 #[tokio::test(flavor = "multi_thread")]
 async fn postgres_frozen_past_every_timeout() {
     let report = survives(Fault::PostgresFrozen).await;
-    assert!(answered_during(&report, "register 503"));
+    assert!(
+        server_refused_during(&report),
+        "the server refuses what it cannot do"
+    );
     assert!(
         !answered_during(&report, "verify 503"),
         "the sidecars need no database"
@@ -194,6 +205,8 @@ async fn a_revocation_waits_for_a_replica_to_hold_it() {
     let replica = RedisServer::start_replica_of(&primary);
     let server = start(migrated_database().await, &primary.url(0), |settings| {
         settings.redis_wait_replicas = 1;
+        // The longest allowed: a busy CI machine must not make the healthy replica look slow.
+        settings.redis_wait_timeout = Duration::from_millis(400);
     })
     .await;
     let metric = async |outcome: &str| {
