@@ -414,6 +414,15 @@ async fn a_sidecar_starts_from_the_servers_snapshot_and_reads_only_the_stream_af
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+    // Holding the writer's lease keeps the server from writing another snapshot meanwhile.
+    let () = redis::cmd("SET")
+        .arg(keys.snapshot_lease())
+        .arg("test")
+        .arg("PX")
+        .arg(120_000)
+        .query_async(&mut conn)
+        .await
+        .unwrap();
     let _: i64 = redis::cmd("XTRIM")
         .arg(keys.stream())
         .arg("MAXLEN")
