@@ -511,11 +511,7 @@ async fn check_acknowledged(stage: &Stage, targets: &Targets, ledger: &Ledger) -
     let mut revived = 0;
     for token in ledger.revoked() {
         for sidecar in &targets.sidecars {
-            let answer = client
-                .get(format!("{sidecar}/verify"))
-                .header("x-original-method", "GET")
-                .header("x-original-uri", "/")
-                .bearer_auth(&token)
+            let answer = crate::load::verify_request(&client, sidecar, &token)
                 .send()
                 .await
                 .expect("the sidecar answers");

@@ -279,11 +279,7 @@ impl Worker {
     }
 
     fn verify_request(&self, sidecar: &str, access: &str) -> RequestBuilder {
-        self.client
-            .get(format!("{sidecar}/verify"))
-            .header("x-original-method", "GET")
-            .header("x-original-uri", "/")
-            .bearer_auth(access)
+        verify_request(&self.client, sidecar, access)
     }
 
     /// Sends a few revoked tokens (the newest and an old one) to every sidecar.
@@ -351,4 +347,13 @@ impl Worker {
 
 fn token(body: &Value, name: &str) -> Option<String> {
     body["tokens"][name].as_str().map(str::to_owned)
+}
+
+/// `GET {sidecar}/verify` about `GET /` with `access` as the bearer token, as nginx asks.
+pub fn verify_request(client: &Client, sidecar: &str, access: &str) -> RequestBuilder {
+    client
+        .get(format!("{sidecar}/verify"))
+        .header("x-original-method", "GET")
+        .header("x-original-uri", "/")
+        .bearer_auth(access)
 }
