@@ -6,6 +6,7 @@
 use std::collections::BTreeSet;
 use std::path::PathBuf;
 
+use auth_server::cluster::webhook::inject::INJECTED;
 use platform_tests::tools::{
     chart, helm, kubectl, output_of, promtool, render, repository, venv, yaml_documents,
 };
@@ -655,5 +656,50 @@ fn the_production_data_tier_reaches_every_container_that_talks_to_postgres_or_re
     assert!(
         checked >= 3,
         "the server, the migrator and the example app's sidecar"
+    );
+}
+
+#[test]
+fn injected_pods_of_the_listed_namespaces_admit_only_the_sidecars_ports() {
+    let documents = yaml_documents(&render(&chart().join("ci/kubernetes-mode-values.yaml"), &[]));
+    let injector = documents
+        .iter()
+        .find(|doc| doc["kind"] == "ConfigMap" && doc["data"]["sidecar.json"].is_string())
+        .expect("the injector's sidecar template");
+    let template: Value = serde_json::from_str(injector["data"]["sidecar.json"].as_str().unwrap()).unwrap();
+    let sidecar_ports: BTreeSet<i64> = template["container"]["ports"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|port| port["containerPort"].as_i64().unwrap())
+        .collect();
+    let policies: Vec<&Value> = documents
+        .iter()
+        .filter(|doc| {
+            doc["kind"] == "NetworkPolicy"
+                && doc["spec"]["podSelector"]["matchLabels"][INJECTED] == "true"
+        })
+        .collect();
+    let namespaces: Vec<&str> = policies
+        .iter()
+        .map(|policy| policy["metadata"]["namespace"].as_str().unwrap())
+        .collect();
+    assert_eq!(namespaces, ["shop", "billing"], "one per listed namespace");
+    for policy in policies {
+        assert_eq!(policy["spec"]["policyTypes"], json!(["Ingress"]));
+        let admitted: BTreeSet<i64> = policy["spec"]["ingress"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .flat_map(|rule| rule["ports"].as_array().unwrap())
+            .map(|port| port["port"].as_i64().unwrap())
+            .collect();
+        assert_eq!(admitted, sidecar_ports, "the app's own port is closed");
+    }
+    let without = yaml_documents(&render(&chart().join("ci/default-values.yaml"), &[]));
+    assert!(
+        !without
+            .iter()
+            .any(|doc| doc["kind"] == "NetworkPolicy" && doc["metadata"]["namespace"] == "shop")
     );
 }

@@ -154,6 +154,11 @@ fn a_deployments_pod_gets_a_native_sidecar_in_front_of_its_port_once() {
         "true"
     );
     assert_eq!(pod["metadata"]["annotations"]["auth-platform.io/inject"], "true");
+    assert_eq!(
+        pod["metadata"]["labels"],
+        json!({"app": "shop", "pod-template-hash": "6d9f7c8b5", "auth-platform.io/injected": "true"}),
+        "labelled for the NetworkPolicy that closes the app's own port"
+    );
 
     // A second admission (a reinvocation, a re-created pod from the same object) adds nothing.
     let again = with_object(review.clone(), |object| *object = pod.clone());
@@ -214,8 +219,10 @@ fn annotations_tune_the_sidecar_and_it_goes_before_the_pods_own_init_containers(
 }
 
 #[test]
-fn a_pod_without_annotations_or_volumes_in_an_enabled_namespace_is_injected() {
-    let review = fixture("pod-without-annotations.json");
+fn a_pod_without_annotations_labels_or_volumes_in_an_enabled_namespace_is_injected() {
+    let review = with_object(fixture("pod-without-annotations.json"), |object| {
+        object["metadata"].as_object_mut().unwrap().remove("labels");
+    });
     let injector = injector(true);
     assert_eq!(
         patched(&review, &answer(&injector, &review, Scope::Annotated)),
@@ -225,6 +232,10 @@ fn a_pod_without_annotations_or_volumes_in_an_enabled_namespace_is_injected() {
     let pod = patched(&review, &answer(&injector, &review, Scope::Namespace)).expect("its namespace asked");
     assert_eq!(
         pod["metadata"]["annotations"],
+        json!({"auth-platform.io/injected": "true"})
+    );
+    assert_eq!(
+        pod["metadata"]["labels"],
         json!({"auth-platform.io/injected": "true"})
     );
     assert_eq!(
@@ -317,7 +328,28 @@ fn a_pod_that_asked_but_cannot_be_injected_as_asked_is_refused_with_the_reason()
         (
             "auth-platform.io/public-paths",
             json!("healthz"),
-            "not an absolute path",
+            "must start with /",
+        ),
+        // What the sidecar itself would refuse at start, in its own words.
+        (
+            "auth-platform.io/public-paths",
+            json!("/public/../admin"),
+            "dot or trailing-dot segment",
+        ),
+        (
+            "auth-platform.io/rules",
+            json!("[{path=\"/admin\", roles=[]}]"),
+            "at least one role",
+        ),
+        (
+            "auth-platform.io/rules",
+            json!("[{path=\"/admin\"}]"),
+            "missing field `roles`",
+        ),
+        (
+            "auth-platform.io/rules",
+            json!("[{path=\"/%61dmin\", roles=[\"admin\"]}]"),
+            "should be written",
         ),
         ("auth-platform.io/memory-limit", json!("lots"), "not a quantity"),
         (

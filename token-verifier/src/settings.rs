@@ -181,6 +181,49 @@ fn http_url(name: &str, url: &str) -> Result<(), SettingsError> {
     }
 }
 
+/// The public paths and role rules as the sidecar would use them, or the first problem.
+fn check_routes(public_paths: &[String], rules: &[RouteRule], case_sensitive: bool) -> Result<(), SettingsError> {
+    Rules::new(public_paths, rules, case_sensitive)
+        .map_err(|problem| SettingsError::new("VERIFIER_RULES", problem))?;
+    if rules.iter().any(|rule| rule.roles.is_empty()) {
+        return Err(SettingsError::new(
+            "VERIFIER_RULES",
+            "every rule needs at least one role",
+        ));
+    }
+    Ok(())
+}
+
+/// The settings that say which paths are public and which need a role.
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+struct RouteSettings {
+    public_paths: Vec<String>,
+    rules: Vec<RouteRule>,
+    case_sensitive_paths: bool,
+}
+
+impl Validate for RouteSettings {
+    fn validate(&self) -> Result<(), SettingsError> {
+        check_routes(&self.public_paths, &self.rules, self.case_sensitive_paths)
+    }
+}
+
+/// Reads and checks the route settings in `environment` (`VERIFIER_PUBLIC_PATHS`,
+/// `VERIFIER_RULES`, `VERIFIER_CASE_SENSITIVE_PATHS`) exactly as a sidecar started with that
+/// environment would, so whoever writes a sidecar's environment (the injection webhook) can refuse
+/// what the sidecar would refuse to start with.
+pub fn check_route_environment(environment: Vec<(String, String)>) -> Result<(), SettingsError> {
+    let names = ["VERIFIER_PUBLIC_PATHS", "VERIFIER_RULES", "VERIFIER_CASE_SENSITIVE_PATHS"];
+    let environment = environment
+        .into_iter()
+        .filter(|(name, _)| names.contains(&name.as_str()));
+    auth_core::settings::SettingsSource::new(ENV_PREFIX, UNPREFIXED)
+        .with_environment(environment)
+        .load::<RouteSettings>()
+        .map(drop)
+}
+
 impl Settings {
     /// Where these settings say Redis is.
     pub fn redis_source(&self) -> Result<RedisSource, SettingsError> {
@@ -219,14 +262,7 @@ impl Validate for Settings {
         if let Some(upstream) = &self.upstream {
             http_url("VERIFIER_UPSTREAM", upstream)?;
         }
-        Rules::new(&self.public_paths, &self.rules, self.case_sensitive_paths)
-            .map_err(|problem| SettingsError::new("VERIFIER_RULES", problem))?;
-        if self.rules.iter().any(|rule| rule.roles.is_empty()) {
-            return Err(SettingsError::new(
-                "VERIFIER_RULES",
-                "every rule needs at least one role",
-            ));
-        }
+        check_routes(&self.public_paths, &self.rules, self.case_sensitive_paths)?;
         if self.issuer.is_empty() || self.audience.is_empty() {
             return Err(SettingsError::new(
                 "VERIFIER_ISSUER",

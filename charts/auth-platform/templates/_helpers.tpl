@@ -392,3 +392,17 @@ checkov.io/skip3: CKV_K8S_38=Kubernetes mode keeps the signing keys in a Secret 
 checkov.io/skip1: CKV_K8S_15=IfNotPresent suits an exact version tag; Always makes every restart depend on the registry
 checkov.io/skip2: CKV_K8S_43=a demo or evaluation image pinned by its exact upstream version tag
 {{- end -}}
+
+{{- /* Ingress of a pod behind the sidecar: its port from anywhere, its admin port from the pod's
+namespace and the monitoring namespaces; nothing else, so the app's own port, still reachable at
+the pod's IP, is closed. */ -}}
+{{- define "auth-platform.sidecarIngress" -}}
+- ports:
+    - {port: {{ .Values.verifier.ports.http }}, protocol: TCP}
+- from:
+    - podSelector: {}
+    - namespaceSelector:
+        {{- toYaml .Values.networkPolicy.monitoringNamespaceSelector | nindent 8 }}
+  ports:
+    - {port: {{ .Values.verifier.ports.admin }}, protocol: TCP}
+{{- end }}

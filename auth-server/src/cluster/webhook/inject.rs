@@ -19,7 +19,8 @@ use serde_json::{Value, json};
 
 /// The annotation or label (`"true"`), or the namespace label (`enabled`), that asks for injection.
 pub const INJECT: &str = "auth-platform.io/inject";
-/// The annotation marking an injected pod.
+/// The annotation and label marking an injected pod: the label lets a NetworkPolicy select
+/// injected pods, to close their app's own port (still reachable at the pod's IP) to everyone.
 pub const INJECTED: &str = "auth-platform.io/injected";
 const UPSTREAM_PORT: &str = "auth-platform.io/upstream-port";
 const PUBLIC_PATHS: &str = "auth-platform.io/public-paths";
@@ -171,10 +172,15 @@ impl Injector {
         let container = serde_json::to_value(container).map_err(|error| Refusal(error.to_string()))?;
 
         let mut operations = Vec::new();
-        if pod.metadata.annotations.is_none() {
-            operations.push(add(&["metadata", "annotations"], json!({})));
+        for (map, present) in [
+            ("annotations", pod.metadata.annotations.is_some()),
+            ("labels", pod.metadata.labels.is_some()),
+        ] {
+            if !present {
+                operations.push(add(&["metadata", map], json!({})));
+            }
+            operations.push(add(&["metadata", map, INJECTED], json!("true")));
         }
-        operations.push(add(&["metadata", "annotations", INJECTED], json!("true")));
         match (native, spec.init_containers.is_some()) {
             // First among the init containers, so it is up before the others run.
             (true, true) => operations.push(add(&["spec", "initContainers", "0"], container)),
@@ -236,11 +242,6 @@ impl Injector {
                 .map(str::trim)
                 .filter(|path| !path.is_empty())
                 .collect();
-            if let Some(bad) = paths.iter().find(|path| !path.starts_with('/')) {
-                return Err(Refusal(format!(
-                    "{PUBLIC_PATHS}: {bad:?} is not an absolute path"
-                )));
-            }
             env.push((
                 "VERIFIER_PUBLIC_PATHS",
                 serde_json::to_string(&paths).unwrap_or_default(),
@@ -258,6 +259,17 @@ impl Injector {
                 value_from: None,
             });
         }
+        // A sidecar that refuses its settings never gets ready and its pod never serves: say why
+        // now, to whoever creates the pod.
+        let literal = variables
+            .iter()
+            .filter_map(|variable| Some((variable.name.clone(), variable.value.clone()?)))
+            .collect();
+        token_verifier::settings::check_route_environment(literal).map_err(|problem| {
+            Refusal(format!(
+                "{PUBLIC_PATHS} or {RULES}: the sidecar would refuse them: {problem}"
+            ))
+        })?;
         for (annotation, section, resource) in RESOURCES {
             if let Some(quantity) = annotations.get(annotation) {
                 if !is_quantity(quantity) {
