@@ -7,6 +7,7 @@ use clap::{Parser, Subcommand};
 
 use crate::cluster::key_commands;
 use crate::keys::{SigningKey, generate_pem, parse_algorithm};
+use crate::service::admin::Bootstrap;
 use crate::settings::{ENV_PREFIX, Settings, UNPREFIXED};
 use crate::startup::Application;
 
@@ -111,8 +112,14 @@ pub fn main() -> ! {
         run_service(async move {
             let password = read_password(password_file.as_deref())?;
             let db = crate::database::pool(settings.database_options()?, 1, settings.dependency_timeout);
-            let outcome =
-                crate::service::admin::bootstrap(&db, &email, &password, settings.bcrypt_cost).await?;
+            let outcome = crate::service::admin::bootstrap(
+                &db,
+                &email,
+                &password,
+                settings.bcrypt_cost,
+                Bootstrap::Always,
+            )
+            .await?;
             println!("{outcome}");
             Ok(())
         })

@@ -46,6 +46,8 @@ pub struct Settings {
     pub cors: crate::api::browser::CorsSettings,
     /// The periodic deletion of dead rows.
     pub cleanup: crate::service::cleanup::CleanupSettings,
+    /// The first administrator, made at start while there is none.
+    pub admin_bootstrap: crate::service::admin::BootstrapSettings,
     /// Mail: SMTP, links, token lifetimes.
     pub mail: crate::mail::MailSettings,
     /// Kubernetes mode: signing keys in a Secret, the sidecar injection webhook.
@@ -228,6 +230,7 @@ impl Default for Settings {
             kubernetes: crate::cluster::KubernetesSettings::default(),
             mail: crate::mail::MailSettings::default(),
             cleanup: crate::service::cleanup::CleanupSettings::default(),
+            admin_bootstrap: crate::service::admin::BootstrapSettings::default(),
             cors: crate::api::browser::CorsSettings::default(),
             enumeration_safe_registration: false,
             require_verified_email: false,
@@ -335,6 +338,9 @@ impl Validate for Settings {
         }
         if self.audience.is_empty() {
             return Err(SettingsError::new("AUTH_AUDIENCE", "must not be empty"));
+        }
+        if let Some((name, problem)) = self.admin_bootstrap.problem() {
+            return Err(SettingsError::new(name, problem));
         }
         match (self.kubernetes.enabled, &self.keys_dir) {
             (true, Some(_)) => {

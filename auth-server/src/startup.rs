@@ -50,6 +50,8 @@ pub struct Application {
     outbox: OutboxWorker,
     cors: crate::api::browser::CorsSettings,
     snapshots: Option<StreamFollower>,
+    // The first administrator to make, and the readiness it holds back until made.
+    admin_bootstrap: Option<(crate::service::admin::BootstrapSettings, Latch)>,
 }
 
 /// Kubernetes mode's parts: the election and key schedule (running since `build`, stopped by
@@ -150,6 +152,12 @@ impl Application {
             source: redis_source.clone(),
         });
         let restored = readiness.latch("revocations_restored");
+        let admin_bootstrap = settings.admin_bootstrap.email.is_some().then(|| {
+            (
+                settings.admin_bootstrap.clone(),
+                readiness.latch("admin_bootstrap"),
+            )
+        });
 
         let redis_keys = RedisKeys::new(&settings.redis_namespace);
         // A follower of its own keeps the snapshot sidecars start from (one replica writes it).
@@ -243,6 +251,7 @@ impl Application {
             outbox,
             cors: settings.cors.clone(),
             snapshots,
+            admin_bootstrap,
         })
     }
 
@@ -270,6 +279,14 @@ impl Application {
         .spawn(shutdown.clone());
         self.outbox.spawn(shutdown.clone());
         self.state.cleanup.clone().spawn(shutdown.clone());
+        if let Some((bootstrap, done)) = self.admin_bootstrap {
+            bootstrap.spawn(
+                self.state.db.clone(),
+                self.state.hasher.cost(),
+                done,
+                shutdown.clone(),
+            );
+        }
         if let Some(snapshots) = self.snapshots {
             tokio::spawn(snapshots.run(shutdown.clone()));
         }

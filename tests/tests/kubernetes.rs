@@ -676,8 +676,7 @@ fn injected_pods_of_the_listed_namespaces_admit_only_the_sidecars_ports() {
     let policies: Vec<&Value> = documents
         .iter()
         .filter(|doc| {
-            doc["kind"] == "NetworkPolicy"
-                && doc["spec"]["podSelector"]["matchLabels"][INJECTED] == "true"
+            doc["kind"] == "NetworkPolicy" && doc["spec"]["podSelector"]["matchLabels"][INJECTED] == "true"
         })
         .collect();
     let namespaces: Vec<&str> = policies
@@ -701,5 +700,55 @@ fn injected_pods_of_the_listed_namespaces_admit_only_the_sidecars_ports() {
         !without
             .iter()
             .any(|doc| doc["kind"] == "NetworkPolicy" && doc["metadata"]["namespace"] == "shop")
+    );
+}
+
+#[test]
+fn the_first_administrator_is_configured_from_a_mounted_secret() {
+    let documents = yaml_documents(&render(&chart().join("ci/existing-secrets-values.yaml"), &[]));
+    let server = documents
+        .iter()
+        .find(|doc| doc["kind"] == "Deployment" && doc["metadata"]["name"] == "auth-auth-platform-server")
+        .unwrap();
+    let spec = &server["spec"]["template"]["spec"];
+    let container = &spec["containers"][0];
+    assert_eq!(
+        env_value(container, "AUTH_ADMIN_BOOTSTRAP__EMAIL"),
+        "root@example.com"
+    );
+    let file = env_value(container, "AUTH_ADMIN_BOOTSTRAP__PASSWORD_FILE");
+    let mount = container["volumeMounts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|mount| file.starts_with(mount["mountPath"].as_str().unwrap()))
+        .expect("the password file is mounted");
+    let volume = spec["volumes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|volume| volume["name"] == mount["name"])
+        .unwrap();
+    assert_eq!(volume["secret"]["secretName"], "auth-platform-admin");
+    assert_eq!(
+        volume["secret"]["items"],
+        json!([{"key": "password", "path": file.rsplit('/').next().unwrap()}])
+    );
+
+    let refused = helm()
+        .args(["template", "auth"])
+        .arg(chart())
+        .args(["--set", "adminBootstrap.email=root@example.com"])
+        .output()
+        .unwrap();
+    assert!(
+        !refused.status.success(),
+        "an address without its password Secret"
+    );
+    let without = yaml_documents(&render(&chart().join("ci/default-values.yaml"), &[]));
+    assert!(
+        !serde_json::to_string(&without)
+            .unwrap()
+            .contains("AUTH_ADMIN_BOOTSTRAP")
     );
 }

@@ -182,7 +182,11 @@ fn http_url(name: &str, url: &str) -> Result<(), SettingsError> {
 }
 
 /// The public paths and role rules as the sidecar would use them, or the first problem.
-fn check_routes(public_paths: &[String], rules: &[RouteRule], case_sensitive: bool) -> Result<(), SettingsError> {
+fn check_routes(
+    public_paths: &[String],
+    rules: &[RouteRule],
+    case_sensitive: bool,
+) -> Result<(), SettingsError> {
     Rules::new(public_paths, rules, case_sensitive)
         .map_err(|problem| SettingsError::new("VERIFIER_RULES", problem))?;
     if rules.iter().any(|rule| rule.roles.is_empty()) {
@@ -214,7 +218,11 @@ impl Validate for RouteSettings {
 /// environment would, so whoever writes a sidecar's environment (the injection webhook) can refuse
 /// what the sidecar would refuse to start with.
 pub fn check_route_environment(environment: Vec<(String, String)>) -> Result<(), SettingsError> {
-    let names = ["VERIFIER_PUBLIC_PATHS", "VERIFIER_RULES", "VERIFIER_CASE_SENSITIVE_PATHS"];
+    let names = [
+        "VERIFIER_PUBLIC_PATHS",
+        "VERIFIER_RULES",
+        "VERIFIER_CASE_SENSITIVE_PATHS",
+    ];
     let environment = environment
         .into_iter()
         .filter(|(name, _)| names.contains(&name.as_str()));

@@ -1,8 +1,12 @@
 //! Administering accounts. Every action is audited with the administrator who took it, in the
 //! transaction of its effect; the last administrator can be neither demoted, locked nor deleted.
 
+use auth_core::readiness::Latch;
 use auth_core::revocation::Revocation;
+use auth_core::shutdown::Shutdown;
 use auth_core::token::VerifiedToken;
+use secrecy::{ExposeSecret, SecretString};
+use serde::Deserialize;
 use serde_json::json;
 use time::OffsetDateTime;
 use uuid::Uuid;
@@ -303,20 +307,105 @@ pub async fn record_cleanup(
     Ok(())
 }
 
-/// Makes `email` an administrator (`auth-server admin create`): creates the account with
-/// `password` (the policy applies; the address counts as verified, the operator vouches for it),
-/// or, when it exists, adds the role and leaves its password alone. Safe to run again.
+/// When [`bootstrap`] acts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Bootstrap {
+    /// Always (`auth-server admin create`: the operator asks now).
+    Always,
+    /// Only while no account is an administrator (`AUTH_ADMIN_BOOTSTRAP__*`, at every start): an
+    /// administrator demoted or deleted later is not brought back by a restart.
+    WhileThereIsNone,
+}
+
+/// `AUTH_ADMIN_BOOTSTRAP__*`: the first administrator, made at start while there is none (as a
+/// Kubernetes Secret can say it, where `auth-server admin create` would need an exec).
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default)]
+pub struct BootstrapSettings {
+    /// The administrator's address.
+    pub email: Option<String>,
+    /// The password of the account if it has to be created
+    /// (`AUTH_ADMIN_BOOTSTRAP__PASSWORD_FILE`); an existing account keeps its own.
+    pub password: Option<SecretString>,
+}
+
+impl BootstrapSettings {
+    /// The first invalid setting, as (name, problem).
+    pub fn problem(&self) -> Option<(&'static str, String)> {
+        const EMAIL: &str = "AUTH_ADMIN_BOOTSTRAP__EMAIL";
+        const PASSWORD: &str = "AUTH_ADMIN_BOOTSTRAP__PASSWORD";
+        match (&self.email, &self.password) {
+            (None, None) => None,
+            (Some(_), None) => Some((PASSWORD, format!("is required with {EMAIL}"))),
+            (None, Some(_)) => Some((EMAIL, format!("is required with {PASSWORD}"))),
+            (Some(email), Some(password)) => crate::validation::email("email", email.trim())
+                .map(|problem| (EMAIL, problem.message))
+                .or_else(|| {
+                    crate::passwords::check_new_password("password", password.expose_secret(), email.trim())
+                        .map(|problem| (PASSWORD, problem.message))
+                }),
+        }
+    }
+
+    /// Makes the administrator in the background, once the database answers (a start never waits
+    /// on it), unless one exists; releases `done` then, so a replica is ready only after it.
+    pub fn spawn(self, db: sqlx::PgPool, bcrypt_cost: u32, done: Latch, shutdown: Shutdown) {
+        let (Some(email), Some(password)) = (self.email, self.password) else {
+            return;
+        };
+        tokio::spawn(async move {
+            loop {
+                let attempt = bootstrap(
+                    &db,
+                    &email,
+                    password.expose_secret(),
+                    bcrypt_cost,
+                    Bootstrap::WhileThereIsNone,
+                );
+                match attempt.await {
+                    Ok(outcome) => {
+                        tracing::info!(%outcome, "administrator bootstrap");
+                        return done.release();
+                    }
+                    Err(error) => tracing::warn!(%error, "administrator bootstrap failed; retrying"),
+                }
+                tokio::select! {
+                    () = tokio::time::sleep(BOOTSTRAP_RETRY) => {}
+                    () = shutdown.clone().wait() => return,
+                }
+            }
+        });
+    }
+}
+
+/// The pause between two bootstrap attempts while the database is unreachable or unmigrated.
+const BOOTSTRAP_RETRY: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// The advisory lock key ("authboot"): replicas starting together bootstrap one at a time.
+const BOOTSTRAP_LOCK: i64 = 0x6175_7468_626f_6f74;
+
+/// Makes `email` an administrator: creates the account with `password` (the policy applies; the
+/// address counts as verified, the operator vouches for it), or, when it exists, adds the role
+/// and leaves its password alone. Safe to run again.
 pub async fn bootstrap(
     db: &sqlx::PgPool,
     email: &str,
     password: &str,
     bcrypt_cost: u32,
+    when: Bootstrap,
 ) -> anyhow::Result<String> {
     let email = email.trim();
     if let Some(problem) = crate::validation::email("email", email) {
         anyhow::bail!("--email: {}", problem.message);
     }
     let mut tx = db.begin().await?;
+    sqlx::query("SELECT pg_advisory_xact_lock($1)")
+        .bind(BOOTSTRAP_LOCK)
+        .execute(&mut *tx)
+        .await?;
+    if when == Bootstrap::WhileThereIsNone && !store::lock_admins(&mut tx).await?.is_empty() {
+        return Ok(format!("{email} left alone: there is an administrator"));
+    }
     let existing: Option<(Uuid, Vec<String>)> = sqlx::query_as(
         "SELECT id, roles FROM users WHERE lower(email) = lower($1) AND deleted_at IS NULL FOR UPDATE",
     )

@@ -1,7 +1,7 @@
 //! The admin API and `auth-server admin create`, against real PostgreSQL and Redis.
 
 use platform_tests::command::run;
-use platform_tests::server::{TestServer, TestUser, spawn_server};
+use platform_tests::server::{TestServer, TestUser, spawn_server, start};
 use serde_json::{Value, json};
 
 use crate::support::{db, fields, json, login_status, problem};
@@ -132,6 +132,123 @@ async fn the_first_admin_comes_from_the_command_line_and_running_it_again_change
         401,
         "nothing was created"
     );
+}
+
+/// Settings that make `email` the first administrator at start.
+fn bootstrapping(email: &str) -> impl FnOnce(&mut auth_server::settings::Settings) {
+    let email = email.to_owned();
+    move |settings| {
+        settings.admin_bootstrap = auth_server::service::admin::BootstrapSettings {
+            email: Some(email),
+            password: Some(PASSWORD.into()),
+        }
+    }
+}
+
+async fn bootstrap_audits(server: &TestServer) -> Vec<Value> {
+    sqlx::query_scalar("SELECT data FROM audit_logs WHERE event_type = 'admin_bootstrapped'")
+        .fetch_all(&mut db(server).await)
+        .await
+        .unwrap()
+}
+
+#[tokio::test]
+async fn the_first_admin_comes_from_configuration_once_whatever_the_replicas_and_restarts() {
+    let db = platform_tests::migrated_database().await;
+    let redis = platform_tests::test_redis();
+    // Two replicas starting together on an empty database; each is ready only once it is done.
+    let (first, second) = tokio::join!(
+        start(db.clone(), &redis.url, bootstrapping("root@example.com")),
+        start(db.clone(), &redis.url, bootstrapping("root@example.com")),
+    );
+    let audits = bootstrap_audits(&first).await;
+    assert_eq!(
+        audits,
+        [json!({"outcome": "created as an administrator"})],
+        "one account, made once"
+    );
+    for server in [&first, &second] {
+        let token = json(
+            server
+                .post(
+                    "/api/auth/login",
+                    &json!({"email": "root@example.com", "password": PASSWORD}),
+                )
+                .await,
+            200,
+        )
+        .await["tokens"]["access_token"]
+            .as_str()
+            .unwrap()
+            .to_owned();
+        assert_eq!(
+            get(server, "/api/admin/users", &token).await["users"]
+                .as_array()
+                .unwrap()
+                .len(),
+            1
+        );
+    }
+
+    // Once an administrator exists, configuration names nobody new, even after a restart with
+    // another address; the command line still can.
+    second.stop().await;
+    let restarted = start(db.clone(), &redis.url, bootstrapping("other@example.com")).await;
+    assert_eq!(login_status(&restarted, "other@example.com", PASSWORD).await, 401);
+    assert_eq!(bootstrap_audits(&restarted).await.len(), 1);
+    let created = admin_create(&restarted, "other@example.com", PASSWORD).await;
+    assert!(
+        created.stdout.contains("created as an administrator"),
+        "{created:#?}"
+    );
+    assert_eq!(login_status(&restarted, "other@example.com", PASSWORD).await, 200);
+}
+
+#[test]
+fn configured_bootstrap_settings_that_cannot_work_stop_the_start_naming_the_setting() {
+    use auth_core::settings::SettingsSource;
+    use auth_server::settings::{ENV_PREFIX, Settings, UNPREFIXED};
+    let load = |environment: &[(&str, &str)]| {
+        SettingsSource::new(ENV_PREFIX, UNPREFIXED)
+            .with_environment(environment.iter().copied())
+            .load::<Settings>()
+            .map(drop)
+            .map_err(|error| error.to_string())
+    };
+    assert_eq!(
+        load(&[
+            ("AUTH_ADMIN_BOOTSTRAP__EMAIL", "root@example.com"),
+            ("AUTH_ADMIN_BOOTSTRAP__PASSWORD", PASSWORD)
+        ]),
+        Ok(())
+    );
+    for (environment, expected) in [
+        (
+            &[("AUTH_ADMIN_BOOTSTRAP__EMAIL", "root@example.com")][..],
+            "AUTH_ADMIN_BOOTSTRAP__PASSWORD: is required",
+        ),
+        (
+            &[("AUTH_ADMIN_BOOTSTRAP__PASSWORD", PASSWORD)][..],
+            "AUTH_ADMIN_BOOTSTRAP__EMAIL: is required",
+        ),
+        (
+            &[
+                ("AUTH_ADMIN_BOOTSTRAP__EMAIL", "root"),
+                ("AUTH_ADMIN_BOOTSTRAP__PASSWORD", PASSWORD),
+            ][..],
+            "AUTH_ADMIN_BOOTSTRAP__EMAIL: not a valid email address",
+        ),
+        (
+            &[
+                ("AUTH_ADMIN_BOOTSTRAP__EMAIL", "root@example.com"),
+                ("AUTH_ADMIN_BOOTSTRAP__PASSWORD", "short"),
+            ][..],
+            "AUTH_ADMIN_BOOTSTRAP__PASSWORD: must be at least",
+        ),
+    ] {
+        let error = load(environment).unwrap_err();
+        assert!(error.contains(expected), "{error}");
+    }
 }
 
 #[tokio::test]
