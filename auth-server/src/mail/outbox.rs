@@ -12,6 +12,7 @@ use std::time::Duration;
 use auth_core::shutdown::Shutdown;
 use lettre::message::Message;
 use prometheus::{IntCounterVec, IntGauge};
+use serde_json::json;
 use sqlx::{PgConnection, PgPool};
 use uuid::Uuid;
 
@@ -19,6 +20,8 @@ use super::MailSettings;
 use super::messages::Letter;
 use super::transport::Mailer;
 use crate::opaque_tokens::OpaqueToken;
+use crate::store::ClientInfo;
+use crate::store::audit::{AuditEvent, record};
 use crate::store::single_use::{self, SingleUse};
 
 /// What a row asks to send.
@@ -96,9 +99,10 @@ fn seconds(duration: Duration) -> f64 {
 }
 
 impl OutboxWorker {
-    /// The message a row asks for, with its token stored when it carries one; `None` when there
-    /// is nothing to send (no such account, or the address is verified already).
-    async fn prepare(&self, conn: &mut PgConnection, row: &Due) -> anyhow::Result<Option<Message>> {
+    /// The message a row asks for and the account it goes to, with its token stored when it
+    /// carries one; `None` when there is nothing to send (no such account, or the address is
+    /// verified already).
+    async fn prepare(&self, conn: &mut PgConnection, row: &Due) -> anyhow::Result<Option<(Message, Uuid)>> {
         let user: Option<(Uuid, String, bool)> = sqlx::query_as(
             "SELECT id, email, email_verified FROM users WHERE lower(email) = lower($1) AND deleted_at IS NULL",
         )
@@ -175,13 +179,12 @@ impl OutboxWorker {
             }
             None => settings.page(page),
         };
-        Ok(Some(
-            Letter {
-                link: &link,
-                ..letter
-            }
-            .message(&settings.from, &email)?,
-        ))
+        let message = Letter {
+            link: &link,
+            ..letter
+        }
+        .message(&settings.from, &email)?;
+        Ok(Some((message, user_id)))
     }
 
     async fn finish(conn: &mut PgConnection, id: Uuid, outcome: &str) -> Result<(), sqlx::Error> {
@@ -220,9 +223,22 @@ impl OutboxWorker {
                     Self::finish(&mut tx, row.id, "skipped").await?;
                     "skipped"
                 }
-                Some(message) => match self.mailer.send(message).await {
+                Some((message, user)) => match self.mailer.send(message).await {
                     Ok(()) => {
                         Self::finish(&mut tx, row.id, "sent").await?;
+                        // The request named only an address; this row says which account was
+                        // mailed what, and when, for whoever asks "did my mail go out?".
+                        record(
+                            &mut *tx,
+                            AuditEvent {
+                                event_type: "mail_sent",
+                                user_id: Some(user),
+                                session_id: None,
+                                client: &ClientInfo::default(),
+                                data: json!({ "kind": row.kind }),
+                            },
+                        )
+                        .await?;
                         "sent"
                     }
                     Err(error) => {

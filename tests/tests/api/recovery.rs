@@ -138,6 +138,14 @@ async fn a_forgotten_password_is_reset_through_the_mailed_link_and_every_session
     for event in ["password_reset_requested", "password_reset"] {
         assert!(events.iter().any(|e| e == event), "{event} audited: {events:?}");
     }
+    assert_eq!(
+        mails_sent(&server).await,
+        [
+            (user.id.clone(), "email_verification".to_owned()),
+            (user.id.clone(), "password_reset".to_owned())
+        ],
+        "which account was mailed what"
+    );
     // The reset proved the address.
     let login: Value = json(
         server
@@ -190,6 +198,31 @@ async fn the_answer_is_the_same_for_an_unknown_address_and_nothing_is_mailed_to_
         metrics.contains("auth_server_mails_total{kind=\"password_reset\",outcome=\"skipped\"} 1"),
         "{metrics}"
     );
+    assert!(
+        !mails_sent(&server)
+            .await
+            .contains(&(String::new(), "password_reset".to_owned())),
+        "an address without an account has no audit row of a mail"
+    );
+    assert_eq!(
+        mails_sent(&server)
+            .await
+            .iter()
+            .filter(|(_, kind)| kind == "password_reset")
+            .count(),
+        1
+    );
+}
+
+/// The audited deliveries: (account, kind), oldest first.
+async fn mails_sent(server: &TestServer) -> Vec<(String, String)> {
+    sqlx::query_as(
+        "SELECT coalesce(user_id::text, ''), data->>'kind' FROM audit_logs \
+         WHERE event_type = 'mail_sent' ORDER BY created_at, id",
+    )
+    .fetch_all(&mut db(server).await)
+    .await
+    .unwrap()
 }
 
 #[tokio::test]
