@@ -132,11 +132,16 @@ impl KeyManager {
     }
 
     /// Runs until shutdown: while leading, reconciles at every scheduled instant, whenever the
-    /// Secret changes, and at least every 30 seconds; stops at once when leadership is lost.
+    /// Secret changes, and at least every 30 seconds; stops at once when leadership is lost, a
+    /// pass under way included (its next request is never sent; what it wrote is whole, as
+    /// every write is one object, and the next leader's first pass completes the rest).
     pub fn spawn(mut self, shutdown: Shutdown) {
         tokio::spawn(async move {
             while self.leadership.until_leader(&shutdown).await {
-                let wait = match self.reconcile(unix_now()).await {
+                let Some(pass) = self.leadership.while_leader(self.reconcile(unix_now())).await else {
+                    continue;
+                };
+                let wait = match pass {
                     Ok(Some(ring)) => ring
                         .next_change(&self.policy)
                         .map_or(RECONCILE_EVERY, |at| {

@@ -55,6 +55,25 @@ impl Leadership {
         self.0.changed().await.is_ok()
     }
 
+    /// Runs `work` to its end unless this replica stops leading first: then `None`, and `work`
+    /// is dropped at once (its next request is never sent). If the election ends while this
+    /// replica leads, the work is ended by the replica's shutdown instead.
+    pub async fn while_leader<T>(&self, work: impl Future<Output = T>) -> Option<T> {
+        let mut watch = self.clone();
+        let lost = async move {
+            while watch.is_leader() {
+                if !watch.changed().await {
+                    std::future::pending::<()>().await;
+                }
+            }
+        };
+        tokio::select! {
+            biased;
+            () = lost => None,
+            done = work => Some(done),
+        }
+    }
+
     /// Waits until this replica leads; `false` when shutdown or the election's end comes first.
     pub async fn until_leader(&mut self, shutdown: &Shutdown) -> bool {
         while !self.is_leader() {

@@ -185,7 +185,11 @@ pub async fn serve(
         let shutdown = shutdown.clone();
         tokio::spawn(async move {
             while leadership.until_leader(&shutdown).await {
-                let pause = match manager.reconcile(auth_core::revocation::unix_now()).await {
+                let pass = manager.reconcile(auth_core::revocation::unix_now());
+                let Some(outcome) = leadership.while_leader(pass).await else {
+                    continue;
+                };
+                let pause = match outcome {
                     Ok(()) => CHECK_EVERY,
                     Err(error) => {
                         tracing::warn!(
