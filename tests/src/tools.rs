@@ -124,3 +124,13 @@ pub fn yaml_documents(yaml: &str) -> Vec<serde_json::Value> {
     assert!(output.status.success(), "the YAML does not parse");
     serde_json::from_slice(&output.stdout).expect("JSON from python")
 }
+
+/// The sidecar template the chart renders for the injection webhook (`container` and
+/// `volumes`), from a rendering's documents.
+pub fn injector_template<T: serde::de::DeserializeOwned>(documents: &[serde_json::Value]) -> T {
+    let config_map = documents
+        .iter()
+        .find(|doc| doc["kind"] == "ConfigMap" && doc["data"]["sidecar.json"].is_string())
+        .expect("the injector's sidecar template");
+    serde_json::from_str(config_map["data"]["sidecar.json"].as_str().unwrap()).unwrap()
+}

@@ -10,7 +10,7 @@ use auth_server::cluster::webhook::inject::{Injector, Scope};
 use platform_tests::containers::{Podman, REGISTRY, TAG};
 use platform_tests::pods::Cluster;
 use platform_tests::process::free_port;
-use platform_tests::tools::{render, yaml_documents};
+use platform_tests::tools::{injector_template, render, yaml_documents};
 use platform_tests::{RedisServer, empty_database};
 use serde_json::{Value, json};
 
@@ -37,10 +37,8 @@ async fn run_injected_pod(
     injecting["injector"] = json!({"enabled": true});
     injecting["verifier"]["ports"] = json!({"http": http, "admin": admin});
     let rendered = yaml_documents(&render_values(&injecting));
-    let template = find(&rendered, "ConfigMap", "-injector");
-    let template = serde_json::from_str(template["data"]["sidecar.json"].as_str().unwrap()).unwrap();
     let injector = Injector {
-        template,
+        template: injector_template(&rendered),
         native_sidecars: true,
     };
 

@@ -8,7 +8,7 @@ use std::path::PathBuf;
 
 use auth_server::cluster::webhook::inject::INJECTED;
 use platform_tests::tools::{
-    chart, helm, kubectl, output_of, promtool, render, repository, venv, yaml_documents,
+    chart, helm, injector_template, kubectl, output_of, promtool, render, repository, venv, yaml_documents,
 };
 use serde_json::{Value, json};
 
@@ -452,13 +452,18 @@ fn env_value(container: &Value, name: &str) -> String {
         .to_owned()
 }
 
+/// The server's Deployment in a rendering.
+fn server_deployment(documents: &[Value]) -> &Value {
+    documents
+        .iter()
+        .find(|doc| doc["kind"] == "Deployment" && doc["metadata"]["name"] == "auth-auth-platform-server")
+        .expect("the server's Deployment")
+}
+
 #[test]
 fn kubernetes_mode_grants_exactly_the_verbs_on_exactly_the_objects_the_server_is_configured_with() {
     let documents = yaml_documents(&render(&chart().join("ci/kubernetes-mode-values.yaml"), &[]));
-    let server = documents
-        .iter()
-        .find(|doc| doc["kind"] == "Deployment" && doc["metadata"]["name"] == "auth-auth-platform-server")
-        .unwrap();
+    let server = server_deployment(&documents);
     let container = &server["spec"]["template"]["spec"]["containers"][0];
     let name = |variable: &str| env_value(container, variable);
     let rules_of = |kind: &str| -> Vec<Value> {
@@ -643,11 +648,7 @@ fn the_production_data_tier_reaches_every_container_that_talks_to_postgres_or_re
             checked += 1;
         }
     }
-    let injector = documents
-        .iter()
-        .find(|doc| doc["kind"] == "ConfigMap" && doc["data"]["sidecar.json"].is_string())
-        .expect("the injector's sidecar template");
-    let template: Value = serde_json::from_str(injector["data"]["sidecar.json"].as_str().unwrap()).unwrap();
+    let template: Value = injector_template(&documents);
     check(
         &template["container"],
         template["volumes"].as_array().unwrap(),
@@ -662,11 +663,7 @@ fn the_production_data_tier_reaches_every_container_that_talks_to_postgres_or_re
 #[test]
 fn injected_pods_of_the_listed_namespaces_admit_only_the_sidecars_ports() {
     let documents = yaml_documents(&render(&chart().join("ci/kubernetes-mode-values.yaml"), &[]));
-    let injector = documents
-        .iter()
-        .find(|doc| doc["kind"] == "ConfigMap" && doc["data"]["sidecar.json"].is_string())
-        .expect("the injector's sidecar template");
-    let template: Value = serde_json::from_str(injector["data"]["sidecar.json"].as_str().unwrap()).unwrap();
+    let template: Value = injector_template(&documents);
     let sidecar_ports: BTreeSet<i64> = template["container"]["ports"]
         .as_array()
         .unwrap()
@@ -706,10 +703,7 @@ fn injected_pods_of_the_listed_namespaces_admit_only_the_sidecars_ports() {
 #[test]
 fn the_first_administrator_is_configured_from_a_mounted_secret() {
     let documents = yaml_documents(&render(&chart().join("ci/existing-secrets-values.yaml"), &[]));
-    let server = documents
-        .iter()
-        .find(|doc| doc["kind"] == "Deployment" && doc["metadata"]["name"] == "auth-auth-platform-server")
-        .unwrap();
+    let server = server_deployment(&documents);
     let spec = &server["spec"]["template"]["spec"];
     let container = &spec["containers"][0];
     assert_eq!(

@@ -16,7 +16,7 @@ use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
 use k8s_openapi::api::core::v1::Pod;
 use platform_tests::scripted_api::ScriptedApi;
-use platform_tests::tools::{chart, render, yaml_documents};
+use platform_tests::tools::{chart, injector_template, render, yaml_documents};
 use serde_json::{Value, json};
 
 fn fixture(name: &str) -> Value {
@@ -32,14 +32,7 @@ fn chart_template() -> SidecarTemplate {
     TEMPLATE
         .get_or_init(|| {
             let rendered = render(&chart().join("ci/kubernetes-mode-values.yaml"), &[]);
-            let map = yaml_documents(&rendered)
-                .into_iter()
-                .find(|document| {
-                    document["kind"] == "ConfigMap"
-                        && document["metadata"]["name"] == "auth-auth-platform-injector"
-                })
-                .expect("the injector ConfigMap");
-            serde_json::from_str(map["data"]["sidecar.json"].as_str().unwrap()).unwrap()
+            injector_template(&yaml_documents(&rendered))
         })
         .clone()
 }
