@@ -68,13 +68,18 @@ fn the_chart_lints_strictly_in_every_scenario() {
         );
     }
     // A value outside the schema is refused.
-    let refused = helm()
-        .args(["lint", "--strict"])
+    assert!(helm_refuses(&["lint", "--strict"], "migrations.mode=sometimes"));
+}
+
+/// Whether `helm <command> <chart> --set <setting>` fails.
+fn helm_refuses(command: &[&str], setting: &str) -> bool {
+    let output = helm()
+        .args(command)
         .arg(chart())
-        .args(["--set", "migrations.mode=sometimes"])
+        .args(["--set", setting])
         .output()
         .unwrap();
-    assert!(!refused.status.success());
+    !output.status.success()
 }
 
 #[test]
@@ -729,14 +734,8 @@ fn the_first_administrator_is_configured_from_a_mounted_secret() {
         json!([{"key": "password", "path": file.rsplit('/').next().unwrap()}])
     );
 
-    let refused = helm()
-        .args(["template", "auth"])
-        .arg(chart())
-        .args(["--set", "adminBootstrap.email=root@example.com"])
-        .output()
-        .unwrap();
     assert!(
-        !refused.status.success(),
+        helm_refuses(&["template", "auth"], "adminBootstrap.email=root@example.com"),
         "an address without its password Secret"
     );
     let without = yaml_documents(&render(&chart().join("ci/default-values.yaml"), &[]));
